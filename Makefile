@@ -1,0 +1,93 @@
+# medssl: contrastive pretraining (SimCLR, MICLe) as a pipeline of small tools.
+#
+#   make            build the library and the tools (bin/)
+#   make check      install missing packages, build, run all tests
+#   make demo       run the main job on built-in data
+#   make bench      benchmarks against the peers (PyTorch, PIL, sklearn)
+#   make install PREFIX=/usr/local
+
+PREFIX   ?= /usr/local
+CC       ?= cc
+OPT      ?= -O2
+CFLAGS   ?= $(OPT) -g
+PKGS      = vips msgpack libzstd libtiff-4
+
+# Debian ships BLIS without a pkg-config file; the OpenMP build is used so
+# that our own OpenMP loops and BLIS share one thread pool.
+BLIS_INC ?= /usr/include/x86_64-linux-gnu/blis-openmp
+BLIS_LIB ?= /usr/lib/x86_64-linux-gnu/blis-openmp
+
+# pkg-config is asked only after deps.sh ran (the build targets depend on it).
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+ALL_CFLAGS = -std=c17 -D_GNU_SOURCE -Wall -Wextra -fopenmp -MMD -MP \
+             -Ilib -I$(BLIS_INC) $(PKG_CFLAGS) $(CFLAGS)
+ALL_LDLIBS = $(PKG_LIBS) -L$(BLIS_LIB) -Wl,-rpath,$(BLIS_LIB) -lblis \
+             -fopenmp -lpthread -lm $(LDLIBS)
+
+LIB_SRC   = $(wildcard lib/*.c)
+LIB_OBJ   = $(LIB_SRC:%.c=build/%.o)
+TOOL_SRC  = $(wildcard tools/*.c)
+TOOLS     = $(TOOL_SRC:tools/%.c=bin/%)
+UNIT_SRC  = $(wildcard tests/unit/test_*.c)
+UNITS     = $(UNIT_SRC:tests/unit/%.c=build/tests/%)
+TOOL_TESTS= $(sort $(wildcard tests/tools/*.sh))
+BENCH_SRC = $(wildcard bench/*.c)
+BENCHES   = $(BENCH_SRC:bench/%.c=build/bench/%)
+LIBA      = build/libmedssl.a
+DEPS_OK   = build/.deps-build
+
+.PHONY: all deps check demo bench install clean
+all: $(TOOLS)
+
+$(DEPS_OK): mk/deps.sh
+	@mkdir -p build
+	@sh mk/deps.sh build
+	@touch $@
+
+build/%.o: %.c $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(LIBA): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+bin/%: build/tools/%.o $(LIBA)
+	@mkdir -p bin
+	$(CC) $(CFLAGS) $< $(LIBA) $(ALL_LDLIBS) -o $@
+
+build/tests/%: build/tests/unit/%.o $(LIBA)
+	@mkdir -p build/tests
+	$(CC) $(CFLAGS) $< $(LIBA) $(ALL_LDLIBS) -o $@
+
+build/bench/%: build/bench/%.o $(LIBA)
+	$(CC) $(CFLAGS) $< $(LIBA) $(ALL_LDLIBS) -o $@
+
+check: $(TOOLS) $(UNITS)
+	@sh mk/deps.sh check
+	@PATH="$(CURDIR)/bin:$$PATH" tests/run.sh $(UNITS) $(TOOL_TESTS)
+
+demo: $(TOOLS)
+	@sh mk/deps.sh demo
+	@sh examples/demo.sh
+
+bench: $(TOOLS) $(BENCHES)
+	@sh mk/deps.sh bench
+	@sh bench/run.sh
+
+install: $(TOOLS) $(LIBA)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib \
+	    $(DESTDIR)$(PREFIX)/include/medssl $(DESTDIR)$(PREFIX)/share/man/man1 \
+	    $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin
+	install -m 644 $(LIBA) $(DESTDIR)$(PREFIX)/lib
+	install -m 644 lib/*.h $(DESTDIR)$(PREFIX)/include/medssl
+	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5
+
+clean:
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)

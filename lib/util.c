@@ -1,0 +1,140 @@
+#include "util.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *progname = "medssl";
+
+static void on_sigpipe(int sig)
+{
+    (void)sig;
+    _exit(0);
+}
+
+void util_init(const char *argv0)
+{
+    if (argv0 && *argv0) {
+        const char *slash = strrchr(argv0, '/');
+        progname = slash ? slash + 1 : argv0;
+    }
+    // A downstream tool that exits early (head, a failing stage) must not
+    // make us print "Broken pipe" noise or exit with a signal status.
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigpipe;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+const char *util_progname(void) { return progname; }
+
+static void vwarn(const char *where, const char *fmt, va_list ap)
+{
+    // One fprintf per piece would interleave with other tools in a pipeline;
+    // format the whole line first.
+    char line[4096];
+    int n = snprintf(line, sizeof line, "%s: ", progname);
+    if (where && n < (int)sizeof line)
+        n += snprintf(line + n, sizeof line - n, "%s: ", where);
+    if (n < (int)sizeof line)
+        n += vsnprintf(line + n, sizeof line - n, fmt, ap);
+    if (n >= (int)sizeof line - 1)
+        n = (int)sizeof line - 2;
+    line[n++] = '\n';
+    fwrite(line, 1, (size_t)n, stderr);
+}
+
+void warnf(const char *where, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vwarn(where, fmt, ap);
+    va_end(ap);
+}
+
+void die(const char *where, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vwarn(where, fmt, ap);
+    va_end(ap);
+    exit(1);
+}
+
+void die_usage(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vwarn("usage", fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "Try '%s --help'.\n", progname);
+    exit(EXIT_USAGE);
+}
+
+void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        die("memory", "cannot allocate %zu bytes", n);
+    return p;
+}
+
+void *xcalloc(size_t count, size_t size)
+{
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p)
+        die("memory", "cannot allocate %zu x %zu bytes", count, size);
+    return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        die("memory", "cannot allocate %zu bytes", n);
+    return q;
+}
+
+char *xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = xmalloc(n);
+    memcpy(p, s, n);
+    return p;
+}
+
+void *xaligned_alloc(size_t n)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, n ? n : 64) != 0)
+        die("memory", "cannot allocate %zu aligned bytes", n);
+    return p;
+}
+
+size_t mul_size(size_t a, size_t b, const char *what)
+{
+    size_t r;
+    if (__builtin_mul_overflow(a, b, &r))
+        die(what, "size overflow (%zu x %zu)", a, b);
+    return r;
+}
+
+size_t add_size(size_t a, size_t b, const char *what)
+{
+    size_t r;
+    if (__builtin_add_overflow(a, b, &r))
+        die(what, "size overflow (%zu + %zu)", a, b);
+    return r;
+}
+
+double now_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}

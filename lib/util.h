@@ -1,0 +1,45 @@
+// util: process-wide error reporting and checked allocation.
+//
+// Every message a tool prints has the form "tool: where: what" (the tool name
+// is set once by util_init from argv[0]).  die() exits 1 (a failure), usage
+// errors exit 2.  Allocation failures are fatal: a tool that cannot get memory
+// for a batch has nothing sensible left to do.
+#ifndef MEDSSL_UTIL_H
+#define MEDSSL_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdnoreturn.h>
+
+#define EXIT_USAGE 2
+
+// Records the program name (basename of argv0) used as the message prefix,
+// and makes SIGPIPE a quiet exit (a reader that goes away is not an error).
+void util_init(const char *argv0);
+const char *util_progname(void);
+
+// "tool: where: what\n" on stderr.  `where` may be NULL.
+void warnf(const char *where, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+// warnf, then exit(1).
+noreturn void die(const char *where, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+// warnf, then exit(2).
+noreturn void die_usage(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+// 64-byte aligned allocation (for SIMD and BLIS packing); free with free().
+void *xaligned_alloc(size_t n);
+
+// Overflow-checked size arithmetic: dies with `what` on overflow.
+size_t mul_size(size_t a, size_t b, const char *what);
+size_t add_size(size_t a, size_t b, const char *what);
+
+// Monotonic wall clock in seconds.
+double now_seconds(void);
+
+#endif
