@@ -22,7 +22,7 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 ALL_CFLAGS = -std=c17 -D_GNU_SOURCE -Wall -Wextra -fopenmp -MMD -MP \
-             -Ilib -I$(BLIS_INC) $(PKG_CFLAGS) $(CFLAGS)
+             -Ilib -isystem $(BLIS_INC) $(PKG_CFLAGS) $(CFLAGS)
 ALL_LDLIBS = $(PKG_LIBS) -L$(BLIS_LIB) -Wl,-rpath,$(BLIS_LIB) -lblis \
              -fopenmp -lpthread -lm $(LDLIBS)
 
@@ -33,6 +33,8 @@ TOOLS     = $(TOOL_SRC:tools/%.c=bin/%)
 UNIT_SRC  = $(wildcard tests/unit/test_*.c)
 UNITS     = $(UNIT_SRC:tests/unit/%.c=build/tests/%)
 TOOL_TESTS= $(sort $(wildcard tests/tools/*.sh))
+HELPER_SRC= $(wildcard tests/helpers/*.c)
+HELPERS   = $(HELPER_SRC:tests/helpers/%.c=build/helpers/%)
 BENCH_SRC = $(wildcard bench/*.c)
 BENCHES   = $(BENCH_SRC:bench/%.c=build/bench/%)
 LIBA      = build/libmedssl.a
@@ -62,18 +64,23 @@ build/tests/%: build/tests/unit/%.o $(LIBA)
 	@mkdir -p build/tests
 	$(CC) $(CFLAGS) $< $(LIBA) $(ALL_LDLIBS) -o $@
 
-build/bench/%: build/bench/%.o $(LIBA)
+build/helpers/%: build/tests/helpers/%.o $(LIBA)
+	@mkdir -p build/helpers
 	$(CC) $(CFLAGS) $< $(LIBA) $(ALL_LDLIBS) -o $@
 
-check: $(TOOLS) $(UNITS)
+build/bench/%: build/bench/%.o $(LIBA)
+	@mkdir -p build/bench
+	$(CC) $(CFLAGS) $< $(LIBA) $(ALL_LDLIBS) -o $@
+
+check: $(TOOLS) $(UNITS) $(HELPERS)
 	@sh mk/deps.sh check
-	@PATH="$(CURDIR)/bin:$$PATH" tests/run.sh $(UNITS) $(TOOL_TESTS)
+	@PATH="$(CURDIR)/bin:$(CURDIR)/build/helpers:$$PATH" tests/run.sh $(UNITS) $(TOOL_TESTS)
 
 demo: $(TOOLS)
 	@sh mk/deps.sh demo
 	@sh examples/demo.sh
 
-bench: $(TOOLS) $(BENCHES)
+bench: $(TOOLS) $(BENCHES) $(HELPERS)
 	@sh mk/deps.sh bench
 	@sh bench/run.sh
 

@@ -54,7 +54,8 @@ mts_tensor mts_tensor_make(mts_dtype d, int rank, const int64_t *shape, const vo
 typedef struct {
     uint64_t max_frame;   // bytes in one frame (default 1 GiB; MTS_MAX_FRAME)
     uint64_t max_count;   // elements of one array or map (default 1M; MTS_MAX_COUNT)
-    int max_depth;        // nesting of arrays and maps (default 32; MTS_MAX_DEPTH)
+    int max_depth;        // nesting of arrays and maps (default 16, at most 30:
+                          // msgpack-c's own parse stack; MTS_MAX_DEPTH)
 } mts_limits;
 
 // Defaults, raised or lowered by the environment variables named above
@@ -69,6 +70,7 @@ typedef struct {
     msgpack_object root;  // a map; valid until the next mts_read
     uint64_t offset;      // byte offset of the frame in the decompressed stream
     uint64_t size;        // bytes of the frame
+    const void *bytes;    // the frame's msgpack bytes (valid until the next read)
     bool is_header;       // the map has the key "mts"
 } mts_frame;
 

@@ -17,6 +17,47 @@ static void on_sigpipe(int sig)
     _exit(0);
 }
 
+// A fixed table, so that the signal handler can walk it without locks or
+// allocation.  A tool has a handful of outputs at most.
+#define TEMP_SLOTS 16
+static char temp_paths[TEMP_SLOTS][4096];
+static volatile sig_atomic_t temp_used[TEMP_SLOTS];
+
+void temp_register(const char *path)
+{
+    for (int i = 0; i < TEMP_SLOTS; i++) {
+        if (!temp_used[i]) {
+            snprintf(temp_paths[i], sizeof temp_paths[i], "%s", path);
+            temp_used[i] = 1;
+            return;
+        }
+    }
+    die("output", "too many open output files");
+}
+
+void temp_release(const char *path)
+{
+    for (int i = 0; i < TEMP_SLOTS; i++)
+        if (temp_used[i] && strcmp(temp_paths[i], path) == 0)
+            temp_used[i] = 0;
+}
+
+static void remove_temps(void)
+{
+    for (int i = 0; i < TEMP_SLOTS; i++)
+        if (temp_used[i]) {
+            unlink(temp_paths[i]);
+            temp_used[i] = 0;
+        }
+}
+
+static void on_terminate(int sig)
+{
+    remove_temps();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 void util_init(const char *argv0)
 {
     if (argv0 && *argv0) {
@@ -29,6 +70,11 @@ void util_init(const char *argv0)
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigpipe;
     sigaction(SIGPIPE, &sa, NULL);
+    sa.sa_handler = on_terminate;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    atexit(remove_temps);
 }
 
 const char *util_progname(void) { return progname; }

@@ -39,6 +39,12 @@ void *xaligned_alloc(size_t n);
 size_t mul_size(size_t a, size_t b, const char *what);
 size_t add_size(size_t a, size_t b, const char *what);
 
+// Temporary output files (written, then renamed into place) are registered
+// here so that an exit through die() or a terminating signal (SIGINT, SIGTERM,
+// SIGHUP, handled by util_init) removes them: no half-written output survives.
+void temp_register(const char *path);
+void temp_release(const char *path);   // after the rename, or after unlinking
+
 // Monotonic wall clock in seconds.
 double now_seconds(void);
 
