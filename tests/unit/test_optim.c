@@ -23,7 +23,8 @@
 #define PARITY_ATOL 1e-8
 #define PARITY_RTOL 1e-5
 
-// One parameter with its gradient, in a list of its own.
+// One parameter with its gradient, in a list of its own (start from {0};
+// each init replaces the previous parameter; free the list at the end).
 typedef struct {
     param_list list;
     float w[8], g[8];
@@ -31,7 +32,7 @@ typedef struct {
 
 static void one_param_init(one_param *p, int n, const float *w, const float *g, bool no_decay)
 {
-    memset(p, 0, sizeof *p);
+    param_list_free(&p->list);
     memcpy(p->w, w, n * sizeof(float));
     memcpy(p->g, g, n * sizeof(float));
     int64_t shape[1] = {n};
@@ -47,7 +48,7 @@ TEST(sgd_by_hand)
     const float w0[2] = {1, 2}, g[2] = {0.5f, -1};
     optim_config c = optim_defaults(OPTIM_SGD);
     c.momentum = 0.9, c.weight_decay = 0.1;
-    one_param p;
+    one_param p = {0};
     one_param_init(&p, 2, w0, g, false);
     optimizer *o = optim_create(&p.list, &c);
     optim_step(o, 0.1);
@@ -77,6 +78,7 @@ TEST(sgd_by_hand)
     EXPECT_CLOSE(p.w[0], 0.95, 1e-7, 0);
     EXPECT_CLOSE(p.w[1], 2.1, 1e-7, 0);
     optim_free(o);
+    param_list_free(&p.list);
 }
 
 TEST(lars_by_hand)
@@ -86,7 +88,7 @@ TEST(lars_by_hand)
     // v = 0.01 g' = (0.006, 0.008), w = (2.994, 3.992).
     optim_config c = optim_defaults(OPTIM_LARS);
     c.weight_decay = 0.1;
-    one_param p;
+    one_param p = {0};
     one_param_init(&p, 2, (float[]){3, 4}, (float[]){0.3f, 0.4f}, false);
     optimizer *o = optim_create(&p.list, &c);
     optim_step(o, 2.0);
@@ -138,6 +140,7 @@ TEST(lars_by_hand)
     EXPECT_CLOSE(p.w[0], 3 - 1.9 * 0.006, 1e-6, 0);
     EXPECT_CLOSE(p.w[1], 4 - 1.9 * 0.008, 1e-6, 0);
     optim_free(o);
+    param_list_free(&p.list);
 }
 
 TEST(adamw_by_hand)
@@ -147,7 +150,7 @@ TEST(adamw_by_hand)
     // sqrt(0.00025) / sqrt(0.001) + 1e-8 = 0.5: w = 0.99 - 0.1 = 0.89.
     optim_config c = optim_defaults(OPTIM_ADAMW);
     c.weight_decay = 0.1;
-    one_param p;
+    one_param p = {0};
     one_param_init(&p, 1, (float[]){1}, (float[]){0.5f}, false);
     optimizer *o = optim_create(&p.list, &c);
     optim_step(o, 0.1);
@@ -164,6 +167,7 @@ TEST(adamw_by_hand)
     optim_step(o, 0.1);
     EXPECT_CLOSE(p.w[0], 0.9, 1e-6, 0);
     optim_free(o);
+    param_list_free(&p.list);
 }
 
 // A frozen parameter keeps its value and has no state; the others' state
