@@ -6,6 +6,10 @@
 // leaves no_decay parameters (biases, batch-norm scales and shifts) out of
 // weight decay; LARS also leaves them out of its trust-ratio adaptation, as
 // SimCLR does with exclude_from_weight_decay = ['batch_normalization', 'bias'].
+// (SimCLR also excludes its fine-tuning head, 'head_supervised', from LARS
+// but decays that head's kernel through an L2 term in the loss instead; a
+// param_t cannot say "decay but do not adapt", so fine-tuning with LARS here
+// treats such a head as an ordinary parameter unless it is marked no_decay.)
 //
 // SGD, per parameter w with gradient g (dampening 0, as PyTorch's default):
 //     g' = g + wd w                 (no wd for no_decay)

@@ -233,7 +233,7 @@ TEST(ntxent_thread_count_independent)
     float *dz2 = xmalloc(ROWS * DIM * sizeof(float));
     fill_normal(&r, z, ROWS * DIM, 1.0f);
     int c1, c2;
-    blas_init(1);
+    blas_set_threads(1);
     float l1 = ntxent_loss(z, ROWS, DIM, 0, ROWS, 0.1f, dz1, &c1);
     blas_set_threads(2);
     float l2 = ntxent_loss(z, ROWS, DIM, 0, ROWS, 0.1f, dz2, &c2);

@@ -268,7 +268,6 @@ TEST(thread_count_independent)
         g[i] = rng_normal(&r);
     for (int k = 0; k < 3; k++) {
         for (int t = 0; t < 2; t++) {
-            blas_init(t + 1);
             blas_set_threads(t + 1);
             w[t] = xmalloc(N * sizeof(float));
             rng_t rw = rng_make(22, 0, 0, 0);
