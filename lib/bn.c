@@ -1,0 +1,224 @@
+#include "bn.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+void batchnorm_init(batchnorm *bn, int channels)
+{
+    if (channels < 1)
+        die("batchnorm", "bad channel count %d", channels);
+    bn->channels = channels;
+    bn->momentum = 0.1f;
+    bn->eps = 1e-5f;
+    bn->num_batches_tracked = 0;
+    size_t bytes = (size_t)channels * sizeof(float);
+    float **buffers[] = {&bn->weight, &bn->bias, &bn->weight_grad, &bn->bias_grad,
+                         &bn->running_mean, &bn->running_var, &bn->batch_mean,
+                         &bn->batch_invstd};
+    for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) {
+        *buffers[i] = xaligned_alloc(bytes);
+        memset(*buffers[i], 0, bytes);
+    }
+    for (int c = 0; c < channels; c++) {
+        bn->weight[c] = 1.0f;
+        bn->running_var[c] = 1.0f;
+    }
+}
+
+void batchnorm_free(batchnorm *bn)
+{
+    free(bn->weight);
+    free(bn->bias);
+    free(bn->weight_grad);
+    free(bn->bias_grad);
+    free(bn->running_mean);
+    free(bn->running_var);
+    free(bn->batch_mean);
+    free(bn->batch_invstd);
+    memset(bn, 0, sizeof *bn);
+}
+
+void batchnorm_register(batchnorm *bn, param_list *params, const char *prefix)
+{
+    int64_t shape[1] = {bn->channels};
+    param_add(params, bn->weight, bn->weight_grad, 1, shape, true, "%s.weight", prefix);
+    param_add(params, bn->bias, bn->bias_grad, 1, shape, true, "%s.bias", prefix);
+}
+
+// Per-channel sums.  A channel is n planes of hw floats, `stride` floats
+// apart.  Eight interleaved double accumulators keep the adds independent
+// (fast) and the order fixed (reproducible); the tail of each plane goes to
+// a ninth.
+
+enum { lanes = 8 };
+
+static double combine(const double acc[lanes], double tail)
+{
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) +
+           tail;
+}
+
+static double channel_sum(const float *x, int n, int hw, size_t stride)
+{
+    double acc[lanes] = {0}, tail = 0;
+    for (int i = 0; i < n; i++) {
+        const float *p = x + i * stride;
+        int j = 0;
+        for (; j + lanes <= hw; j += lanes)
+            for (int l = 0; l < lanes; l++)
+                acc[l] += p[j + l];
+        for (; j < hw; j++)
+            tail += p[j];
+    }
+    return combine(acc, tail);
+}
+
+// Sum of (x - mean)^2: two passes, so no cancellation.
+static double channel_sum_sq_dev(const float *x, int n, int hw, size_t stride, double mean)
+{
+    double acc[lanes] = {0}, tail = 0;
+    for (int i = 0; i < n; i++) {
+        const float *p = x + i * stride;
+        int j = 0;
+        for (; j + lanes <= hw; j += lanes)
+            for (int l = 0; l < lanes; l++) {
+                double d = p[j + l] - mean;
+                acc[l] += d * d;
+            }
+        for (; j < hw; j++) {
+            double d = p[j] - mean;
+            tail += d * d;
+        }
+    }
+    return combine(acc, tail);
+}
+
+// Sum of dz * (x - mean).
+static double channel_sum_dot_dev(const float *dz, const float *x, int n, int hw,
+                                  size_t stride, double mean)
+{
+    double acc[lanes] = {0}, tail = 0;
+    for (int i = 0; i < n; i++) {
+        const float *pd = dz + i * stride, *px = x + i * stride;
+        int j = 0;
+        for (; j + lanes <= hw; j += lanes)
+            for (int l = 0; l < lanes; l++)
+                acc[l] += (double)pd[j + l] * (px[j + l] - mean);
+        for (; j < hw; j++)
+            tail += (double)pd[j] * (px[j] - mean);
+    }
+    return combine(acc, tail);
+}
+
+void batchnorm_forward(batchnorm *bn, bool training, int n, int hw, const float *x,
+                       const float *residual, bool relu, float *y)
+{
+    const int C = bn->channels;
+    const size_t stride = (size_t)C * hw;
+    const double count = (double)n * hw;
+    if (training && count < 2)
+        die("batchnorm", "training needs more than one value per channel (n %d, hw %d)", n, hw);
+    if (training)
+        bn->num_batches_tracked++;
+    // The ReLU is written v < 0 ? 0 : v so that NaN passes through, as in
+    // PyTorch: a diverged run must show in the loss, not turn into zeros.
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        const float *xc = x + (size_t)c * hw;
+        double mean, invstd;
+        if (training) {
+            mean = channel_sum(xc, n, hw, stride) / count;
+            double var = channel_sum_sq_dev(xc, n, hw, stride, mean) / count;
+            invstd = 1.0 / sqrt(var + bn->eps);
+            bn->batch_mean[c] = (float)mean;
+            bn->batch_invstd[c] = (float)invstd;
+            double m = bn->momentum;
+            bn->running_mean[c] = (float)((1 - m) * bn->running_mean[c] + m * mean);
+            bn->running_var[c] =
+                (float)((1 - m) * bn->running_var[c] + m * var * count / (count - 1));
+        } else {
+            mean = bn->running_mean[c];
+            invstd = 1.0 / sqrt((double)bn->running_var[c] + bn->eps);
+        }
+        // (x - mean) scale + beta rather than x scale + shift: no
+        // cancellation when the mean is large against the spread.
+        const float fmean = (float)mean, scale = (float)(bn->weight[c] * invstd);
+        const float shift = bn->bias[c];
+        for (int i = 0; i < n; i++) {
+            const float *px = xc + i * stride;
+            float *py = y + (size_t)c * hw + i * stride;
+            const float *pr = residual ? residual + (size_t)c * hw + i * stride : NULL;
+            if (pr && relu) {
+                for (int j = 0; j < hw; j++) {
+                    float v = (px[j] - fmean) * scale + shift + pr[j];
+                    py[j] = v < 0 ? 0 : v;
+                }
+            } else if (pr) {
+                for (int j = 0; j < hw; j++)
+                    py[j] = (px[j] - fmean) * scale + shift + pr[j];
+            } else if (relu) {
+                for (int j = 0; j < hw; j++) {
+                    float v = (px[j] - fmean) * scale + shift;
+                    py[j] = v < 0 ? 0 : v;
+                }
+            } else {
+                for (int j = 0; j < hw; j++)
+                    py[j] = (px[j] - fmean) * scale + shift;
+            }
+        }
+    }
+}
+
+void batchnorm_backward(batchnorm *bn, bool training, int n, int hw, const float *x,
+                        const float *y, bool relu, float *dy, float *dx)
+{
+    const int C = bn->channels;
+    const size_t stride = (size_t)C * hw;
+    const double count = (double)n * hw;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        const size_t off = (size_t)c * hw;
+        if (relu)
+            for (int i = 0; i < n; i++) {
+                const float *py = y + off + i * stride;
+                float *pd = dy + off + i * stride;
+                for (int j = 0; j < hw; j++)
+                    if (!(py[j] > 0))
+                        pd[j] = 0;
+            }
+        // dz is now the gradient at the normalised-and-shifted value.
+        const float *dz = dy + off, *xc = x + off;
+        double mean, invstd;
+        if (training) {
+            mean = bn->batch_mean[c];
+            invstd = bn->batch_invstd[c];
+        } else {
+            mean = bn->running_mean[c];
+            invstd = 1.0 / sqrt((double)bn->running_var[c] + bn->eps);
+        }
+        double sum_dz = channel_sum(dz, n, hw, stride);
+        double sum_dz_dev = channel_sum_dot_dev(dz, xc, n, hw, stride, mean);
+        bn->bias_grad[c] += (float)sum_dz;
+        bn->weight_grad[c] += (float)(sum_dz_dev * invstd);
+
+        // dx = a dz + b (x - mean) + k.  In eval mode mean and var are
+        // constants, so only the direct term a dz remains; in training
+        // mode the batch statistics depend on x, which gives the other two:
+        // dx = gamma invstd (dz - mean(dz) - xhat mean(dz xhat)).
+        double a = bn->weight[c] * invstd, b = 0, k = 0;
+        if (training) {
+            b = -a * invstd * invstd * sum_dz_dev / count;
+            k = -a * sum_dz / count;
+        }
+        const float fa = (float)a, fb = (float)b, fk = (float)k, fmean = (float)mean;
+        for (int i = 0; i < n; i++) {
+            const float *pd = dz + i * stride, *px = xc + i * stride;
+            float *po = dx + off + i * stride;
+            for (int j = 0; j < hw; j++)
+                po[j] = fa * pd[j] + fb * (px[j] - fmean) + fk;
+        }
+    }
+}

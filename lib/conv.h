@@ -1,0 +1,48 @@
+// conv: 2-D convolution without bias (every ResNet conv is followed by batch
+// norm, which has the shift), NCHW, square kernel, any size, stride and
+// padding.
+//
+// Forward and backward run as GEMMs over im2col matrices.  Several images
+// are folded into one GEMM when the output maps are small (a 7x7 map alone
+// gives a GEMM 49 columns wide, which BLIS runs at half speed), so that each
+// GEMM has a few thousand columns.  A 1x1 stride-1 convolution on one image
+// at a time multiplies the input directly, with no im2col copy.
+//
+// Workspace: a module-level buffer that grows to the largest size asked for
+// and is shared by every conv2d in the process; conv_workspace_release()
+// frees it.  So calls into this module must not run concurrently (each
+// call is itself parallel).
+#ifndef MEDSSL_CONV_H
+#define MEDSSL_CONV_H
+
+#include <stdbool.h>
+
+#include "param.h"
+
+typedef struct {
+    int in_ch, out_ch, kernel, stride, pad;
+    float *weight;       // (out_ch, in_ch, kernel, kernel)
+    float *weight_grad;  // same shape; backward adds into it
+} conv2d;
+
+// Allocates weight and gradient, both zero (the model initialises weights).
+void conv2d_init(conv2d *c, int in_ch, int out_ch, int kernel, int stride, int pad);
+void conv2d_free(conv2d *c);
+// Registers "<prefix>.weight".
+void conv2d_register(conv2d *c, param_list *params, const char *prefix);
+
+// Output size along one axis: (in + 2 pad - kernel) / stride + 1.
+int conv2d_out_size(const conv2d *c, int in);
+
+// x: (n, in_ch, h, w) -> y: (n, out_ch, oh, ow), overwritten.
+void conv2d_forward(const conv2d *c, int n, int h, int w, const float *x, float *y);
+
+// dy: (n, out_ch, oh, ow).  Adds dL/dweight into weight_grad.  dx: (n, in_ch,
+// h, w), overwritten, or added to when accumulate_dx (a residual branch's
+// gradient already there); NULL when the input needs no gradient.
+void conv2d_backward(conv2d *c, int n, int h, int w, const float *x, const float *dy,
+                     float *dx, bool accumulate_dx);
+
+void conv_workspace_release(void);
+
+#endif

@@ -1,0 +1,154 @@
+// BLIS set-up and the GEMM wrapper.  The kernel set can be chosen only once
+// per process, so the environment-variable cases run in forked children,
+// before this process touches BLIS.
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../check.h"
+#include "blas.h"
+#include "util.h"
+
+// Runs blas_init in a child with `name`=`value` set; returns its exit
+// status and what it printed (its description line, or its error).
+static int child_blas_init(const char *name, const char *value, char *out, size_t size)
+{
+    int fd[2];
+    if (pipe(fd) != 0)
+        die("test", "pipe failed");
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0)
+        die("test", "fork failed");
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        dup2(fd[1], 2);
+        close(fd[0]);
+        setenv(name, value, 1);
+        blas_init(0);
+        printf("%s\n", blas_description());
+        fflush(stdout);
+        _exit(0);
+    }
+    close(fd[1]);
+    size_t len = 0;
+    ssize_t got;
+    while (len + 1 < size && (got = read(fd[0], out + len, size - 1 - len)) > 0)
+        len += (size_t)got;
+    out[len] = 0;
+    close(fd[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+TEST(arch_override_by_name)
+{
+    char out[512];
+    EXPECT(child_blas_init("MEDSSL_BLIS_ARCH", "generic", out, sizeof out) == 0);
+    EXPECT_MSG(strstr(out, "kernels generic (MEDSSL_BLIS_ARCH=generic)"), "got: %s", out);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        EXPECT(child_blas_init("MEDSSL_BLIS_ARCH", "haswell", out, sizeof out) == 0);
+        EXPECT_MSG(strstr(out, "kernels haswell"), "got: %s", out);
+    }
+}
+
+TEST(arch_unknown_name_is_refused)
+{
+    char out[512];
+    // KNC is an arch_t id Debian's BLIS has no kernels for.
+    const char *bad[] = {"knc", "nonsense", "SKX"};
+    for (int i = 0; i < 3; i++) {
+        EXPECT(child_blas_init("MEDSSL_BLIS_ARCH", bad[i], out, sizeof out) == 1);
+        EXPECT_MSG(strstr(out, "available: ") && strstr(out, "generic"), "got: %s", out);
+    }
+}
+
+TEST(arch_default_and_auto)
+{
+    char out[512];
+    EXPECT(child_blas_init("MEDSSL_BLIS_ARCH", "default", out, sizeof out) == 0);
+    EXPECT_MSG(strstr(out, "(BLIS default)"), "got: %s", out);
+    EXPECT(child_blas_init("MEDSSL_BLIS_ARCH", "auto", out, sizeof out) == 0);
+    EXPECT_MSG(strstr(out, "(auto: "), "got: %s", out);
+}
+
+TEST(threads_from_environment)
+{
+    char out[512];
+    EXPECT(child_blas_init("MEDSSL_THREADS", "3", out, sizeof out) == 0);
+    EXPECT_MSG(strstr(out, ", 3 threads"), "got: %s", out);
+    EXPECT(child_blas_init("MEDSSL_THREADS", "two", out, sizeof out) == 1);
+}
+
+// On an AVX-512 machine the automatic choice must be skx: that is the
+// whole point (BLIS itself picks haswell or generic there).
+TEST(auto_choice_fits_cpu)
+{
+    const char *name = blas_arch_name();
+    const char *avail = blas_available_archs();
+    const char *asked = getenv("MEDSSL_BLIS_ARCH");
+    bool automatic = !asked || !*asked || strcmp(asked, "auto") == 0;
+    EXPECT_MSG(strstr(avail, name), "%s not among %s", name, avail);
+    if (automatic && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        strstr(avail, "skx"))
+        EXPECT_MSG(strcmp(name, "skx") == 0, "chose %s on an AVX-512 CPU", name);
+    EXPECT(strncmp(blas_description(), "BLIS ", 5) == 0);
+}
+
+// Row-major GEMM against a double reference, every transposition, leading
+// dimensions larger than the rows (a wrong stride shows), alpha and beta.
+TEST(gemm_transpositions)
+{
+    const int M = 37, N = 29, K = 41, pad = 3;
+    uint64_t seed = 1;
+    for (int t = 0; t < 4; t++) {
+        bool ta = t & 1, tb = t & 2;
+        int a_rows = ta ? K : M, a_cols = ta ? M : K, b_rows = tb ? N : K, b_cols = tb ? K : N;
+        int lda = a_cols + pad, ldb = b_cols + pad, ldc = N + pad;
+        float *A = xmalloc((size_t)a_rows * lda * 4), *B = xmalloc((size_t)b_rows * ldb * 4);
+        float *C = xmalloc((size_t)M * ldc * 4);
+        float *all[3] = {A, B, C};
+        size_t len[3] = {(size_t)a_rows * lda, (size_t)b_rows * ldb, (size_t)M * ldc};
+        for (int m = 0; m < 3; m++)
+            for (size_t i = 0; i < len[m]; i++) {
+                seed = seed * 6364136223846793005u + 1442695040888963407u;
+                all[m][i] = (float)((double)(seed >> 40) / (1 << 24) - 0.5);
+            }
+        float *C0 = xmalloc(len[2] * 4);
+        memcpy(C0, C, len[2] * 4);
+        gemm_f32(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, -0.5f, C, ldc);
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < ldc; j++) {
+                if (j >= N) {  // padding columns are never written
+                    EXPECT(C[i * ldc + j] == C0[i * ldc + j]);
+                    continue;
+                }
+                double s = 0;
+                for (int k = 0; k < K; k++)
+                    s += (double)(ta ? A[k * lda + i] : A[i * lda + k]) *
+                         (tb ? B[j * ldb + k] : B[k * ldb + j]);
+                double want = 0.75 * s - 0.5 * C0[i * ldc + j];
+                EXPECT_MSG(fabs(C[i * ldc + j] - want) < 1e-5,
+                           "trans %d%d C[%d][%d] = %g, expected %g", ta, tb, i, j,
+                           C[i * ldc + j], want);
+            }
+        free(A), free(B), free(C), free(C0);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    util_init(argv[0]);
+    RUN(arch_override_by_name);
+    RUN(arch_unknown_name_is_refused);
+    RUN(arch_default_and_auto);
+    RUN(threads_from_environment);
+    RUN(auto_choice_fits_cpu);
+    RUN(gemm_transpositions);
+    return CHECK_DONE();
+}

@@ -1,0 +1,746 @@
+// Layer tests: every f32 layer against a naive double-precision reference
+// written here, forward and backward.
+//
+// Forward: the f32 output must match the double reference to within
+// FWD_TOL times the largest reference output (plus FWD_TOL relative).
+//
+// Backward: the objective is L = sum_i r_i y_i with fixed random r, so the
+// gradient at the output is r.  The f32 backward's gradients (inputs,
+// weights, gamma/beta, bias, residual) must match central differences of
+// the double reference, L(v + h) - L(v - h) / 2h, to within GRAD_TOL times
+// the largest gradient entry of that tensor (plus GRAD_TOL relative).  The
+// references are exact in double and the differences are taken in double,
+// so what is left is f32 rounding: at most 6e-7 of the largest entry in
+// these cases, against tolerances of 1e-5.  A wrong stride, a lost term or
+// a padding off by one gives errors of the order of a whole entry.
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../check.h"
+#include "act.h"
+#include "blas.h"
+#include "bn.h"
+#include "conv.h"
+#include "linear.h"
+#include "pool.h"
+#include "util.h"
+
+#define FWD_TOL 1e-5
+#define GRAD_TOL 1e-5
+
+// ---- test data ----------------------------------------------------------
+
+static uint64_t rng_state = 0x243f6a8885a308d3u;
+
+static double uniform(double lo, double hi)
+{
+    // xorshift64*: plenty for test data.
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    uint64_t r = rng_state * 0x2545f4914f6cdd1du;
+    return lo + (hi - lo) * (double)(r >> 11) / 9007199254740992.0;
+}
+
+static float *random_f32(size_t n, double lo, double hi)
+{
+    float *p = xmalloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (float)uniform(lo, hi);
+    return p;
+}
+
+static double *to_f64(const float *x, size_t n)
+{
+    double *p = xmalloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = x[i];
+    return p;
+}
+
+static double dot(const double *a, const double *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+static double max_abs(const double *a, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        m = fmax(m, fabs(a[i]));
+    return m;
+}
+
+// f32 output against the double reference.
+static void compare_forward(const char *what, const float *y, const double *ref, size_t n)
+{
+    double scale = max_abs(ref, n);
+    for (size_t i = 0; i < n; i++) {
+        double err = fabs(y[i] - ref[i]);
+        EXPECT_MSG(err <= FWD_TOL * scale + FWD_TOL * fabs(ref[i]),
+                   "%s forward [%zu]: %.9g, reference %.9g", what, i, y[i], ref[i]);
+    }
+}
+
+// The objective L(inputs) as a function of the double inputs in ctx.
+typedef double (*objective_fn)(void *ctx);
+
+// Central differences of `objective` with respect to each element of var
+// (at most max_checks of them, spread at random, when var is large),
+// against the f32 analytic gradient.
+static void check_gradient(const char *what, objective_fn objective, void *ctx, double *var,
+                           size_t n, const float *analytic, double h, size_t max_checks)
+{
+    size_t checks = n < max_checks ? n : max_checks;
+    size_t *index = xmalloc(checks * sizeof *index);
+    double *fd = xmalloc(checks * sizeof *fd);
+    for (size_t k = 0; k < checks; k++) {
+        size_t i = checks == n ? k : (size_t)uniform(0, (double)n);
+        double saved = var[i];
+        var[i] = saved + h;
+        double up = objective(ctx);
+        var[i] = saved - h;
+        double down = objective(ctx);
+        var[i] = saved;
+        index[k] = i;
+        fd[k] = (up - down) / (2 * h);
+    }
+    double scale = max_abs(fd, checks);
+    EXPECT_MSG(scale > 0, "%s: all finite differences are zero", what);
+    for (size_t k = 0; k < checks; k++) {
+        double err = fabs(analytic[index[k]] - fd[k]);
+        EXPECT_MSG(err <= GRAD_TOL * scale + GRAD_TOL * fabs(fd[k]),
+                   "%s gradient [%zu]: analytic %.9g, finite difference %.9g", what,
+                   index[k], analytic[index[k]], fd[k]);
+    }
+    free(index);
+    free(fd);
+}
+
+// ---- convolution --------------------------------------------------------
+
+typedef struct {
+    int n, ci, h, w, co, k, s, p, oh, ow;
+    double *x, *wt, *r, *y;
+} conv_case;
+
+static void ref_conv(const conv_case *t, const double *x, const double *wt, double *y)
+{
+    for (int b = 0; b < t->n; b++)
+        for (int o = 0; o < t->co; o++)
+            for (int oy = 0; oy < t->oh; oy++)
+                for (int ox = 0; ox < t->ow; ox++) {
+                    double sum = 0;
+                    for (int c = 0; c < t->ci; c++)
+                        for (int ky = 0; ky < t->k; ky++)
+                            for (int kx = 0; kx < t->k; kx++) {
+                                int iy = oy * t->s - t->p + ky, ix = ox * t->s - t->p + kx;
+                                if (iy < 0 || iy >= t->h || ix < 0 || ix >= t->w)
+                                    continue;
+                                sum += x[((b * t->ci + c) * t->h + iy) * t->w + ix] *
+                                       wt[((o * t->ci + c) * t->k + ky) * t->k + kx];
+                            }
+                    y[((b * t->co + o) * t->oh + oy) * t->ow + ox] = sum;
+                }
+}
+
+static double conv_objective(void *ctx)
+{
+    conv_case *t = ctx;
+    ref_conv(t, t->x, t->wt, t->y);
+    return dot(t->r, t->y, (size_t)t->n * t->co * t->oh * t->ow);
+}
+
+// Forward, then backward with dy = r; dx is checked both overwritten and
+// accumulated onto existing values, and the weight gradient is added onto
+// a non-zero one (layers accumulate into parameter gradients).
+static void run_conv_case(const char *name, int n, int ci, int h, int w, int co, int k,
+                          int s, int p)
+{
+    conv2d c;
+    conv2d_init(&c, ci, co, k, s, p);
+    conv_case t = {.n = n, .ci = ci, .h = h, .w = w, .co = co, .k = k, .s = s, .p = p};
+    t.oh = conv2d_out_size(&c, h);
+    t.ow = conv2d_out_size(&c, w);
+    size_t nx = (size_t)n * ci * h * w, nw = (size_t)co * ci * k * k;
+    size_t ny = (size_t)n * co * t.oh * t.ow;
+
+    float *x = random_f32(nx, -1, 1);
+    float *wt = random_f32(nw, -1, 1);
+    float *r = random_f32(ny, -1, 1);
+    memcpy(c.weight, wt, nw * sizeof(float));
+    float *prior_grad = random_f32(nw, -1, 1);
+    memcpy(c.weight_grad, prior_grad, nw * sizeof(float));
+    t.x = to_f64(x, nx);
+    t.wt = to_f64(wt, nw);
+    t.r = to_f64(r, ny);
+    t.y = xmalloc(ny * sizeof(double));
+
+    float *y = xmalloc(ny * sizeof(float));
+    conv2d_forward(&c, n, h, w, x, y);
+    ref_conv(&t, t.x, t.wt, t.y);
+    compare_forward(name, y, t.y, ny);
+
+    float *dx = xmalloc(nx * sizeof(float));
+    memset(dx, 0xff, nx * sizeof(float));  // NaN: must be overwritten
+    conv2d_backward(&c, n, h, w, x, r, dx, false);
+    for (size_t i = 0; i < nw; i++)
+        c.weight_grad[i] -= prior_grad[i];
+
+    char what[128];
+    snprintf(what, sizeof what, "%s dx", name);
+    check_gradient(what, conv_objective, &t, t.x, nx, dx, 1e-3, 400);
+    snprintf(what, sizeof what, "%s dW", name);
+    check_gradient(what, conv_objective, &t, t.wt, nw, c.weight_grad, 1e-3, 400);
+
+    // Accumulating: dx2 = prior + dx, exactly as f32 addition gives it
+    // (up to the order of the adds, hence a rounding-level tolerance).
+    float *dx2 = random_f32(nx, -1, 1);
+    float *prior_dx = xmalloc(nx * sizeof(float));
+    memcpy(prior_dx, dx2, nx * sizeof(float));
+    conv2d_backward(&c, n, h, w, x, r, dx2, true);
+    for (size_t i = 0; i < nx; i++)
+        EXPECT_MSG(fabsf(dx2[i] - (prior_dx[i] + dx[i])) <= 1e-5f * (1 + fabsf(dx[i])),
+                   "%s accumulated dx [%zu]: %g, expected %g + %g", name, i, dx2[i],
+                   prior_dx[i], dx[i]);
+
+    conv2d_free(&c);
+    free(x), free(wt), free(r), free(prior_grad), free(y), free(dx), free(dx2), free(prior_dx);
+    free(t.x), free(t.wt), free(t.r), free(t.y);
+}
+
+TEST(conv_3x3_s1_p1) { run_conv_case("conv 3x3 s1 p1", 2, 3, 7, 5, 4, 3, 1, 1); }
+TEST(conv_3x3_s2_p1) { run_conv_case("conv 3x3 s2 p1", 3, 2, 9, 6, 5, 3, 2, 1); }
+TEST(conv_1x1_s1) { run_conv_case("conv 1x1 s1", 3, 5, 4, 6, 3, 1, 1, 0); }
+TEST(conv_1x1_s2) { run_conv_case("conv 1x1 s2", 2, 4, 7, 8, 6, 1, 2, 0); }
+TEST(conv_7x7_s2_p3) { run_conv_case("conv 7x7 s2 p3", 2, 3, 13, 11, 4, 7, 2, 3); }
+TEST(conv_5x5_s3_p2_odd) { run_conv_case("conv 5x5 s3 p2", 2, 2, 10, 14, 3, 5, 3, 2); }
+// One image per GEMM (maps of 2000 pixels): the 1x1 conv multiplies the
+// input directly, the 3x3 writes into the output directly.
+TEST(conv_1x1_s1_direct) { run_conv_case("conv 1x1 s1 direct", 2, 3, 40, 50, 4, 1, 1, 0); }
+TEST(conv_3x3_one_image_per_gemm) { run_conv_case("conv 3x3 per image", 2, 2, 40, 50, 3, 3, 1, 1); }
+// 1000-pixel maps: 3 images per GEMM, so batch 4 ends with a partial group.
+TEST(conv_3x3_partial_fold) { run_conv_case("conv 3x3 partial fold", 4, 2, 25, 40, 3, 3, 1, 1); }
+
+// ---- batch norm ---------------------------------------------------------
+
+typedef struct {
+    int n, c, hw;
+    bool training, relu;
+    double eps;
+    double *x, *gamma, *beta, *residual, *rmean, *rvar, *r, *y;
+} bn_case;
+
+static void ref_bn(const bn_case *t, double *y)
+{
+    size_t stride = (size_t)t->c * t->hw;
+    for (int c = 0; c < t->c; c++) {
+        double mean = t->rmean[c], var = t->rvar[c];
+        if (t->training) {
+            double sum = 0, sq = 0, count = (double)t->n * t->hw;
+            for (int b = 0; b < t->n; b++)
+                for (int j = 0; j < t->hw; j++)
+                    sum += t->x[b * stride + (size_t)c * t->hw + j];
+            mean = sum / count;
+            for (int b = 0; b < t->n; b++)
+                for (int j = 0; j < t->hw; j++) {
+                    double d = t->x[b * stride + (size_t)c * t->hw + j] - mean;
+                    sq += d * d;
+                }
+            var = sq / count;
+        }
+        for (int b = 0; b < t->n; b++)
+            for (int j = 0; j < t->hw; j++) {
+                size_t i = b * stride + (size_t)c * t->hw + j;
+                double v = t->gamma[c] * (t->x[i] - mean) / sqrt(var + t->eps) + t->beta[c];
+                if (t->residual)
+                    v += t->residual[i];
+                y[i] = t->relu && v < 0 ? 0 : v;
+            }
+    }
+}
+
+static double bn_objective(void *ctx)
+{
+    bn_case *t = ctx;
+    ref_bn(t, t->y);
+    return dot(t->r, t->y, (size_t)t->n * t->c * t->hw);
+}
+
+static void run_bn_case(const char *name, int n, int c, int hw, bool training, bool residual,
+                        bool relu)
+{
+    batchnorm bn;
+    batchnorm_init(&bn, c);
+    size_t nx = (size_t)n * c * hw;
+    // An offset mean and a spread unlike 1, so that centring and scaling
+    // both matter.
+    float *x = random_f32(nx, 1, 4);
+    float *res = residual ? random_f32(nx, -1, 1) : NULL;
+    float *r = random_f32(nx, -1, 1);
+    float *gamma = random_f32(c, 0.5, 1.5), *beta = random_f32(c, -0.5, 0.5);
+    float *rmean = random_f32(c, 1, 3), *rvar = random_f32(c, 0.5, 2);
+    memcpy(bn.weight, gamma, c * sizeof(float));
+    memcpy(bn.bias, beta, c * sizeof(float));
+    memcpy(bn.running_mean, rmean, c * sizeof(float));
+    memcpy(bn.running_var, rvar, c * sizeof(float));
+
+    bn_case t = {.n = n, .c = c, .hw = hw, .training = training, .relu = relu, .eps = bn.eps};
+    t.x = to_f64(x, nx);
+    t.gamma = to_f64(gamma, c);
+    t.beta = to_f64(beta, c);
+    t.residual = res ? to_f64(res, nx) : NULL;
+    t.rmean = to_f64(rmean, c);
+    t.rvar = to_f64(rvar, c);
+    t.r = to_f64(r, nx);
+    t.y = xmalloc(nx * sizeof(double));
+
+    float *y = xmalloc(nx * sizeof(float));
+    batchnorm_forward(&bn, training, n, hw, x, res, relu, y);
+    ref_bn(&t, t.y);
+    compare_forward(name, y, t.y, nx);
+
+    if (training) {
+        // Running statistics: momentum 0.1, unbiased variance.
+        double count = (double)n * hw;
+        for (int ch = 0; ch < c; ch++) {
+            double sum = 0, sq = 0;
+            for (int b = 0; b < n; b++)
+                for (int j = 0; j < hw; j++)
+                    sum += t.x[((size_t)b * c + ch) * hw + j];
+            double mean = sum / count;
+            for (int b = 0; b < n; b++)
+                for (int j = 0; j < hw; j++) {
+                    double d = t.x[((size_t)b * c + ch) * hw + j] - mean;
+                    sq += d * d;
+                }
+            EXPECT_CLOSE(bn.running_mean[ch], 0.9 * rmean[ch] + 0.1 * mean, 1e-6, 1e-6);
+            EXPECT_CLOSE(bn.running_var[ch], 0.9 * rvar[ch] + 0.1 * sq / (count - 1), 1e-6,
+                         1e-6);
+        }
+        EXPECT(bn.num_batches_tracked == 1);
+    } else {
+        EXPECT(memcmp(bn.running_mean, rmean, c * sizeof(float)) == 0);
+        EXPECT(memcmp(bn.running_var, rvar, c * sizeof(float)) == 0);
+        EXPECT(bn.num_batches_tracked == 0);
+    }
+
+    float *dy = xmalloc(nx * sizeof(float)), *dx = xmalloc(nx * sizeof(float));
+    memcpy(dy, r, nx * sizeof(float));
+    batchnorm_backward(&bn, training, n, hw, x, relu ? y : NULL, relu, dy, dx);
+    char what[128];
+    snprintf(what, sizeof what, "%s dx", name);
+    check_gradient(what, bn_objective, &t, t.x, nx, dx, 1e-4, 400);
+    snprintf(what, sizeof what, "%s dgamma", name);
+    check_gradient(what, bn_objective, &t, t.gamma, c, bn.weight_grad, 1e-4, 400);
+    snprintf(what, sizeof what, "%s dbeta", name);
+    check_gradient(what, bn_objective, &t, t.beta, c, bn.bias_grad, 1e-4, 400);
+    if (residual) {
+        // With relu, dy now holds the gradient at the residual.
+        snprintf(what, sizeof what, "%s dresidual", name);
+        check_gradient(what, bn_objective, &t, t.residual, nx, relu ? dy : r, 1e-4, 400);
+    }
+
+    // dx may be dy itself when the residual's gradient is not needed.
+    if (!residual) {
+        memset(bn.weight_grad, 0, c * sizeof(float));
+        memset(bn.bias_grad, 0, c * sizeof(float));
+        memcpy(dy, r, nx * sizeof(float));
+        batchnorm_backward(&bn, training, n, hw, x, relu ? y : NULL, relu, dy, dy);
+        EXPECT_MSG(memcmp(dy, dx, nx * sizeof(float)) == 0, "%s: in-place dx differs", name);
+    }
+
+    batchnorm_free(&bn);
+    free(x), free(res), free(r), free(gamma), free(beta), free(rmean), free(rvar);
+    free(y), free(dy), free(dx);
+    free(t.x), free(t.gamma), free(t.beta), free(t.residual), free(t.rmean), free(t.rvar);
+    free(t.r), free(t.y);
+}
+
+// hw = 30: three 8-wide blocks and a tail of 6 per plane.
+TEST(bn2d_train) { run_bn_case("bn2d train", 3, 4, 30, true, false, false); }
+TEST(bn2d_eval) { run_bn_case("bn2d eval", 3, 4, 30, false, false, false); }
+TEST(bn2d_train_relu) { run_bn_case("bn2d train relu", 3, 4, 30, true, false, true); }
+TEST(bn2d_train_add_relu) { run_bn_case("bn2d train add relu", 2, 5, 21, true, true, true); }
+TEST(bn2d_eval_add_relu) { run_bn_case("bn2d eval add relu", 2, 5, 21, false, true, true); }
+TEST(bn2d_train_add) { run_bn_case("bn2d train add", 2, 3, 16, true, true, false); }
+TEST(bn1d_train) { run_bn_case("bn1d train", 6, 5, 1, true, false, false); }
+TEST(bn1d_train_relu) { run_bn_case("bn1d train relu", 9, 7, 1, true, false, true); }
+TEST(bn1d_eval) { run_bn_case("bn1d eval", 4, 5, 1, false, false, false); }
+
+// Two training steps: the running statistics compound with momentum 0.1.
+TEST(bn_running_stats_two_steps)
+{
+    batchnorm bn;
+    batchnorm_init(&bn, 1);
+    float a[4] = {1, 2, 3, 4}, b[4] = {-2, 0, 2, 8}, y[4];
+    batchnorm_forward(&bn, true, 4, 1, a, NULL, false, y);
+    batchnorm_forward(&bn, true, 2, 2, b, NULL, false, y);
+    // Batch a: mean 2.5, unbiased variance 5/3.  Batch b: mean 2, 56/3.
+    double m1 = 0.1 * 2.5, v1 = 0.9 + 0.1 * (5.0 / 3);
+    EXPECT_CLOSE(bn.running_mean[0], 0.9 * m1 + 0.1 * 2.0, 1e-6, 1e-6);
+    EXPECT_CLOSE(bn.running_var[0], 0.9 * v1 + 0.1 * (56.0 / 3), 1e-6, 1e-6);
+    EXPECT(bn.num_batches_tracked == 2);
+    batchnorm_free(&bn);
+}
+
+// ---- pooling ------------------------------------------------------------
+
+typedef struct {
+    int n, c, h, w, k, s, p, oh, ow;
+    double *x, *r, *y;
+} pool_case;
+
+static void ref_maxpool(const pool_case *t, double *y)
+{
+    for (int plane = 0; plane < t->n * t->c; plane++)
+        for (int oy = 0; oy < t->oh; oy++)
+            for (int ox = 0; ox < t->ow; ox++) {
+                double best = -INFINITY;
+                for (int ky = 0; ky < t->k; ky++)
+                    for (int kx = 0; kx < t->k; kx++) {
+                        int iy = oy * t->s - t->p + ky, ix = ox * t->s - t->p + kx;
+                        if (iy >= 0 && iy < t->h && ix >= 0 && ix < t->w)
+                            best = fmax(best, t->x[((size_t)plane * t->h + iy) * t->w + ix]);
+                    }
+                y[((size_t)plane * t->oh + oy) * t->ow + ox] = best;
+            }
+}
+
+static double maxpool_objective(void *ctx)
+{
+    pool_case *t = ctx;
+    ref_maxpool(t, t->y);
+    return dot(t->r, t->y, (size_t)t->n * t->c * t->oh * t->ow);
+}
+
+// All values negative, so a zero-padded window would be visibly wrong.
+static void run_maxpool_case(const char *name, int n, int c, int h, int w, int k, int s, int p)
+{
+    pool_case t = {.n = n, .c = c, .h = h, .w = w, .k = k, .s = s, .p = p};
+    t.oh = maxpool2d_out_size(h, k, s, p);
+    t.ow = maxpool2d_out_size(w, k, s, p);
+    size_t nx = (size_t)n * c * h * w, ny = (size_t)n * c * t.oh * t.ow;
+    float *x = random_f32(nx, -3, -1), *r = random_f32(ny, -1, 1);
+    t.x = to_f64(x, nx);
+    t.r = to_f64(r, ny);
+    t.y = xmalloc(ny * sizeof(double));
+    float *y = xmalloc(ny * sizeof(float)), *dx = xmalloc(nx * sizeof(float));
+    maxpool2d_forward(n, c, h, w, k, s, p, x, y);
+    ref_maxpool(&t, t.y);
+    compare_forward(name, y, t.y, ny);
+    maxpool2d_backward(n, c, h, w, k, s, p, x, r, dx);
+    char what[128];
+    snprintf(what, sizeof what, "%s dx", name);
+    // The function is piecewise linear; with random values no two in a
+    // window are within h of each other, so the differences are exact.
+    check_gradient(what, maxpool_objective, &t, t.x, nx, dx, 1e-6, 1000);
+    free(x), free(r), free(y), free(dx), free(t.x), free(t.r), free(t.y);
+}
+
+TEST(maxpool_3x3_s2_p1) { run_maxpool_case("maxpool 3x3 s2 p1", 2, 3, 9, 8, 3, 2, 1); }
+TEST(maxpool_2x2_s2) { run_maxpool_case("maxpool 2x2 s2", 2, 2, 6, 7, 2, 2, 0); }
+TEST(maxpool_3x3_s1_p1) { run_maxpool_case("maxpool 3x3 s1 p1", 1, 2, 5, 6, 3, 1, 1); }
+
+// Equal maxima: the first in row-major window order takes the gradient,
+// every time.  A constant 4x4 plane, 3x3 windows, stride 2, padding 1:
+// the windows start at (-1,-1), (-1,1), (1,-1), (1,1), so their first real
+// pixels are (0,0), (0,1), (1,0), (1,1).
+TEST(maxpool_ties)
+{
+    float x[16], y[4], dy[4] = {1, 2, 4, 8}, dx[16];
+    for (int i = 0; i < 16; i++)
+        x[i] = 0.5f;
+    maxpool2d_forward(1, 1, 4, 4, 3, 2, 1, x, y);
+    for (int i = 0; i < 4; i++)
+        EXPECT(y[i] == 0.5f);
+    maxpool2d_backward(1, 1, 4, 4, 3, 2, 1, x, dy, dx);
+    float expect[16] = {1, 2, 0, 0, 4, 8};
+    for (int i = 0; i < 16; i++)
+        EXPECT_MSG(dx[i] == expect[i], "dx[%d] = %g, expected %g", i, dx[i], expect[i]);
+    // A tie between a window's corner and its centre: the corner (first) wins.
+    float z[9] = {7, 1, 1, 1, 7, 1, 1, 1, 1}, zy, zdy = 1, zdx[9];
+    maxpool2d_forward(1, 1, 3, 3, 3, 1, 0, z, &zy);
+    maxpool2d_backward(1, 1, 3, 3, 3, 1, 0, z, &zdy, zdx);
+    EXPECT(zy == 7 && zdx[0] == 1 && zdx[4] == 0);
+}
+
+TEST(maxpool_nan_wins)
+{
+    float x[4] = {1, NAN, 3, 2}, y;
+    maxpool2d_forward(1, 1, 2, 2, 2, 2, 0, x, &y);
+    EXPECT(isnan(y));
+}
+
+static double avgpool_objective(void *ctx)
+{
+    pool_case *t = ctx;
+    int hw = t->h * t->w;
+    double l = 0;
+    for (int plane = 0; plane < t->n * t->c; plane++) {
+        double sum = 0;
+        for (int j = 0; j < hw; j++)
+            sum += t->x[(size_t)plane * hw + j];
+        t->y[plane] = sum / hw;
+        l += t->r[plane] * t->y[plane];
+    }
+    return l;
+}
+
+TEST(avgpool_global)
+{
+    pool_case t = {.n = 3, .c = 4, .h = 5, .w = 7};
+    int hw = t.h * t.w;
+    size_t nx = (size_t)t.n * t.c * hw, ny = (size_t)t.n * t.c;
+    float *x = random_f32(nx, -1, 2), *r = random_f32(ny, -1, 1);
+    t.x = to_f64(x, nx);
+    t.r = to_f64(r, ny);
+    t.y = xmalloc(ny * sizeof(double));
+    float y[12], *dx = xmalloc(nx * sizeof(float));
+    avgpool_global_forward(t.n, t.c, hw, x, y);
+    avgpool_objective(&t);
+    compare_forward("avgpool", y, t.y, ny);
+    avgpool_global_backward(t.n, t.c, hw, r, dx);
+    check_gradient("avgpool dx", avgpool_objective, &t, t.x, nx, dx, 1e-3, 1000);
+    free(x), free(r), free(dx), free(t.x), free(t.r), free(t.y);
+}
+
+// ---- linear and element-wise ---------------------------------------------
+
+typedef struct {
+    int n, in, out;
+    double *x, *wt, *b, *r, *y;
+} linear_case;
+
+static double linear_objective(void *ctx)
+{
+    linear_case *t = ctx;
+    for (int i = 0; i < t->n; i++)
+        for (int o = 0; o < t->out; o++) {
+            double s = t->b ? t->b[o] : 0;
+            for (int j = 0; j < t->in; j++)
+                s += t->x[i * t->in + j] * t->wt[o * t->in + j];
+            t->y[i * t->out + o] = s;
+        }
+    return dot(t->r, t->y, (size_t)t->n * t->out);
+}
+
+static void run_linear_case(const char *name, int n, int in, int out, bool bias)
+{
+    linear l;
+    linear_init(&l, in, out, bias);
+    size_t nx = (size_t)n * in, nw = (size_t)out * in, ny = (size_t)n * out;
+    float *x = random_f32(nx, -1, 1), *wt = random_f32(nw, -1, 1), *r = random_f32(ny, -1, 1);
+    float *b = random_f32(out, -1, 1);
+    memcpy(l.weight, wt, nw * sizeof(float));
+    if (bias)
+        memcpy(l.bias, b, out * sizeof(float));
+    linear_case t = {.n = n, .in = in, .out = out};
+    t.x = to_f64(x, nx);
+    t.wt = to_f64(wt, nw);
+    t.b = bias ? to_f64(b, out) : NULL;
+    t.r = to_f64(r, ny);
+    t.y = xmalloc(ny * sizeof(double));
+    float *y = xmalloc(ny * sizeof(float)), *dx = xmalloc(nx * sizeof(float));
+    linear_forward(&l, n, x, y);
+    linear_objective(&t);
+    compare_forward(name, y, t.y, ny);
+    linear_backward(&l, n, x, r, dx);
+    char what[128];
+    snprintf(what, sizeof what, "%s dx", name);
+    check_gradient(what, linear_objective, &t, t.x, nx, dx, 1e-3, 1000);
+    snprintf(what, sizeof what, "%s dW", name);
+    check_gradient(what, linear_objective, &t, t.wt, nw, l.weight_grad, 1e-3, 1000);
+    if (bias) {
+        snprintf(what, sizeof what, "%s db", name);
+        check_gradient(what, linear_objective, &t, t.b, out, l.bias_grad, 1e-3, 1000);
+    }
+    linear_free(&l);
+    free(x), free(wt), free(r), free(b), free(y), free(dx);
+    free(t.x), free(t.wt), free(t.b), free(t.r), free(t.y);
+}
+
+TEST(linear_bias) { run_linear_case("linear with bias", 5, 7, 4, true); }
+TEST(linear_no_bias) { run_linear_case("linear without bias", 6, 3, 9, false); }
+
+TEST(relu_and_add)
+{
+    float x[5] = {-1, 0, 2, -0.5f, NAN}, y[5], dy[5] = {1, 2, 3, 4, 5}, dx[5];
+    relu_forward(5, x, y);
+    EXPECT(y[0] == 0 && y[1] == 0 && y[2] == 2 && y[3] == 0 && isnan(y[4]));
+    relu_backward(5, y, dy, dx);
+    EXPECT(dx[0] == 0 && dx[1] == 0 && dx[2] == 3 && dx[3] == 0 && dx[4] == 0);
+    float a[3] = {1, 2, 3}, b[3] = {10, 20, 30};
+    add_forward(3, a, b, a);
+    EXPECT(a[0] == 11 && a[1] == 22 && a[2] == 33);
+}
+
+// ---- parameters ---------------------------------------------------------
+
+TEST(param_registration)
+{
+    conv2d c;
+    batchnorm bn;
+    linear l;
+    conv2d_init(&c, 3, 8, 3, 1, 1);
+    batchnorm_init(&bn, 8);
+    linear_init(&l, 8, 2, true);
+    param_list params = {0};
+    conv2d_register(&c, &params, "layer1.0.conv1");
+    batchnorm_register(&bn, &params, "layer1.0.bn1");
+    linear_register(&l, &params, "fc");
+    EXPECT(params.count == 5);
+    param_t *w = param_find(&params, "layer1.0.conv1.weight");
+    EXPECT(w && w->rank == 4 && w->n == 216 && !w->no_decay && w->shape[1] == 3);
+    param_t *g = param_find(&params, "layer1.0.bn1.weight");
+    EXPECT(g && g->no_decay && g->n == 8 && g->w[0] == 1.0f);
+    EXPECT(param_find(&params, "layer1.0.bn1.bias")->no_decay);
+    EXPECT(!param_find(&params, "fc.weight")->no_decay);
+    EXPECT(param_find(&params, "fc.bias")->no_decay);
+    EXPECT(param_count(&params) == 216 + 16 + 18);
+    param_list_free(&params);
+    conv2d_free(&c);
+    batchnorm_free(&bn);
+    linear_free(&l);
+}
+
+// ---- determinism --------------------------------------------------------
+
+// A small network's forward and backward; returns every output and
+// gradient, concatenated.
+static float *run_network(int threads, size_t *len)
+{
+    blas_set_threads(threads);
+    rng_state = 12345;
+    const int n = 4, ci = 8, h = 20, w = 20, co = 16, classes = 10;
+    conv2d c1, c2;
+    batchnorm b1, b2;
+    linear fc;
+    conv2d_init(&c1, ci, co, 3, 1, 1);
+    conv2d_init(&c2, co, co, 1, 1, 0);
+    batchnorm_init(&b1, co);
+    batchnorm_init(&b2, co);
+    linear_init(&fc, co, classes, true);
+    float *w1 = random_f32((size_t)co * ci * 9, -0.3, 0.3), *w2 = random_f32(co * co, -0.3, 0.3);
+    float *wf = random_f32(co * classes, -0.3, 0.3);
+    memcpy(c1.weight, w1, (size_t)co * ci * 9 * sizeof(float));
+    memcpy(c2.weight, w2, (size_t)co * co * sizeof(float));
+    memcpy(fc.weight, wf, (size_t)co * classes * sizeof(float));
+
+    const int ph = maxpool2d_out_size(h, 3, 2, 1), pw = maxpool2d_out_size(w, 3, 2, 1);
+    size_t nx = (size_t)n * ci * h * w, na = (size_t)n * co * h * w, np = (size_t)n * co * ph * pw;
+    float *x = random_f32(nx, -1, 1), *dlogits = random_f32((size_t)n * classes, -1, 1);
+    float *a1 = xmalloc(na * 4), *z1 = xmalloc(na * 4), *p1 = xmalloc(np * 4);
+    float *a2 = xmalloc(np * 4), *z2 = xmalloc(np * 4), *feat = xmalloc(n * co * 4);
+    float *logits = xmalloc(n * classes * 4);
+    float *dfeat = xmalloc(n * co * 4), *dz2 = xmalloc(np * 4), *da2 = xmalloc(np * 4);
+    float *dp1 = xmalloc(np * 4), *dz1 = xmalloc(na * 4), *da1 = xmalloc(na * 4);
+    float *dx = xmalloc(nx * 4);
+
+    conv2d_forward(&c1, n, h, w, x, a1);
+    batchnorm_forward(&b1, true, n, h * w, a1, NULL, true, z1);
+    maxpool2d_forward(n, co, h, w, 3, 2, 1, z1, p1);
+    conv2d_forward(&c2, n, ph, pw, p1, a2);
+    batchnorm_forward(&b2, true, n, ph * pw, a2, p1, true, z2);
+    avgpool_global_forward(n, co, ph * pw, z2, feat);
+    linear_forward(&fc, n, feat, logits);
+
+    linear_backward(&fc, n, feat, dlogits, dfeat);
+    avgpool_global_backward(n, co, ph * pw, dfeat, dz2);
+    batchnorm_backward(&b2, true, n, ph * pw, a2, z2, true, dz2, da2);
+    memcpy(dp1, dz2, np * 4);  // the residual's gradient
+    conv2d_backward(&c2, n, ph, pw, p1, da2, dp1, true);
+    maxpool2d_backward(n, co, h, w, 3, 2, 1, z1, dp1, dz1);
+    batchnorm_backward(&b1, true, n, h * w, a1, z1, true, dz1, da1);
+    conv2d_backward(&c1, n, h, w, x, da1, dx, false);
+
+    struct {
+        const float *p;
+        size_t n;
+    } parts[] = {
+        {logits, (size_t)n * classes}, {dx, nx}, {c1.weight_grad, (size_t)co * ci * 9},
+        {c2.weight_grad, (size_t)co * co}, {b1.weight_grad, co}, {b1.bias_grad, co},
+        {b2.weight_grad, co}, {b2.bias_grad, co}, {b1.running_var, co},
+        {fc.weight_grad, (size_t)co * classes}, {fc.bias_grad, classes},
+    };
+    *len = 0;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        *len += parts[i].n;
+    float *all = xmalloc(*len * 4), *at = all;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        memcpy(at, parts[i].p, parts[i].n * 4);
+        at += parts[i].n;
+    }
+    conv2d_free(&c1), conv2d_free(&c2), batchnorm_free(&b1), batchnorm_free(&b2);
+    linear_free(&fc);
+    free(w1), free(w2), free(wf), free(x), free(dlogits), free(a1), free(z1), free(p1);
+    free(a2), free(z2), free(feat), free(logits), free(dfeat), free(dz2), free(da2);
+    free(dp1), free(dz1), free(da1), free(dx);
+    return all;
+}
+
+TEST(same_bytes_with_1_and_2_threads)
+{
+    size_t len1, len2;
+    float *one = run_network(1, &len1);
+    float *two = run_network(2, &len2);
+    EXPECT(len1 == len2);
+    EXPECT(memcmp(one, two, len1 * sizeof(float)) == 0);
+    free(one);
+    free(two);
+
+    // A GEMM big enough that BLIS splits it between the threads.
+    const int M = 300, N = 500, K = 700;
+    float *A = random_f32((size_t)M * K, -1, 1), *B = random_f32((size_t)K * N, -1, 1);
+    float *C1 = xmalloc((size_t)M * N * 4), *C2 = xmalloc((size_t)M * N * 4);
+    blas_set_threads(1);
+    gemm_f32(false, false, M, N, K, 1, A, K, B, N, 0, C1, N);
+    blas_set_threads(2);
+    gemm_f32(false, false, M, N, K, 1, A, K, B, N, 0, C2, N);
+    EXPECT(memcmp(C1, C2, (size_t)M * N * 4) == 0);
+    free(A), free(B), free(C1), free(C2);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    util_init(argv[0]);
+    blas_init(0);
+    RUN(conv_3x3_s1_p1);
+    RUN(conv_3x3_s2_p1);
+    RUN(conv_1x1_s1);
+    RUN(conv_1x1_s2);
+    RUN(conv_7x7_s2_p3);
+    RUN(conv_5x5_s3_p2_odd);
+    RUN(conv_1x1_s1_direct);
+    RUN(conv_3x3_one_image_per_gemm);
+    RUN(conv_3x3_partial_fold);
+    RUN(bn2d_train);
+    RUN(bn2d_eval);
+    RUN(bn2d_train_relu);
+    RUN(bn2d_train_add_relu);
+    RUN(bn2d_eval_add_relu);
+    RUN(bn2d_train_add);
+    RUN(bn1d_train);
+    RUN(bn1d_train_relu);
+    RUN(bn1d_eval);
+    RUN(bn_running_stats_two_steps);
+    RUN(maxpool_3x3_s2_p1);
+    RUN(maxpool_2x2_s2);
+    RUN(maxpool_3x3_s1_p1);
+    RUN(maxpool_ties);
+    RUN(maxpool_nan_wins);
+    RUN(avgpool_global);
+    RUN(linear_bias);
+    RUN(linear_no_bias);
+    RUN(relu_and_add);
+    RUN(param_registration);
+    RUN(same_bytes_with_1_and_2_threads);
+    conv_workspace_release();
+    return CHECK_DONE();
+}
