@@ -1039,7 +1039,7 @@ void mts_writer_abort(mts_writer *w)
 
 msgpack_packer *mts_packer(mts_writer *w) { return &w->pk; }
 
-static void pack_str(msgpack_packer *pk, const char *s)
+void mts_pack_str(msgpack_packer *pk, const char *s)
 {
     size_t n = strlen(s);
     msgpack_pack_str(pk, n);
@@ -1049,65 +1049,75 @@ static void pack_str(msgpack_packer *pk, const char *s)
 void mts_write_header(mts_writer *w, const char *tool, int argc, char **argv, uint32_t nextra)
 {
     msgpack_pack_map(&w->pk, 3 + nextra);
-    pack_str(&w->pk, "mts");
+    mts_pack_str(&w->pk, "mts");
     msgpack_pack_int(&w->pk, MTS_VERSION);
-    pack_str(&w->pk, "tool");
-    pack_str(&w->pk, tool);
-    pack_str(&w->pk, "args");
+    mts_pack_str(&w->pk, "tool");
+    mts_pack_str(&w->pk, tool);
+    mts_pack_str(&w->pk, "args");
     msgpack_pack_array(&w->pk, argc > 1 ? (size_t)(argc - 1) : 0);
     for (int i = 1; i < argc; i++)
-        pack_str(&w->pk, argv[i]);
+        mts_pack_str(&w->pk, argv[i]);
 }
 
 void mts_begin_map(mts_writer *w, uint32_t nkeys) { msgpack_pack_map(&w->pk, nkeys); }
 
-void mts_put_key(mts_writer *w, const char *key) { pack_str(&w->pk, key); }
+void mts_put_key(mts_writer *w, const char *key) { mts_pack_str(&w->pk, key); }
 
 void mts_put_str(mts_writer *w, const char *key, const char *val)
 {
-    pack_str(&w->pk, key);
-    pack_str(&w->pk, val);
+    mts_pack_str(&w->pk, key);
+    mts_pack_str(&w->pk, val);
 }
 
 void mts_put_int(mts_writer *w, const char *key, int64_t val)
 {
-    pack_str(&w->pk, key);
+    mts_pack_str(&w->pk, key);
     msgpack_pack_int64(&w->pk, val);
 }
 
 void mts_put_f64(mts_writer *w, const char *key, double val)
 {
-    pack_str(&w->pk, key);
+    mts_pack_str(&w->pk, key);
     msgpack_pack_double(&w->pk, val);
 }
 
 void mts_put_bool(mts_writer *w, const char *key, bool val)
 {
-    pack_str(&w->pk, key);
+    mts_pack_str(&w->pk, key);
     if (val)
         msgpack_pack_true(&w->pk);
     else
         msgpack_pack_false(&w->pk);
 }
 
+void mts_pack_tensor(msgpack_packer *pk, const mts_tensor *t)
+{
+    msgpack_pack_map(pk, 3);
+    mts_pack_str(pk, "dtype");
+    mts_pack_str(pk, mts_dtype_name(t->dtype));
+    mts_pack_str(pk, "shape");
+    msgpack_pack_array(pk, (size_t)t->rank);
+    for (int i = 0; i < t->rank; i++)
+        msgpack_pack_uint64(pk, (uint64_t)t->shape[i]);
+    mts_pack_str(pk, "data");
+    if (t->nbytes > UINT32_MAX)
+        die("tensor", "%zu bytes is over msgpack's 4 GiB bin limit", t->nbytes);
+    msgpack_pack_bin(pk, t->nbytes);
+    msgpack_pack_bin_body(pk, t->data, t->nbytes);
+}
+
 void mts_put_tensor(mts_writer *w, const char *key, const mts_tensor *t)
 {
-    pack_str(&w->pk, key);
-    msgpack_pack_map(&w->pk, 3);
-    pack_str(&w->pk, "dtype");
-    pack_str(&w->pk, mts_dtype_name(t->dtype));
-    pack_str(&w->pk, "shape");
-    msgpack_pack_array(&w->pk, (size_t)t->rank);
-    for (int i = 0; i < t->rank; i++)
-        msgpack_pack_uint64(&w->pk, (uint64_t)t->shape[i]);
-    pack_str(&w->pk, "data");
-    if (t->nbytes > UINT32_MAX)
-        die(w->name, "tensor '%s' of %zu bytes is over msgpack's 4 GiB bin limit", key, t->nbytes);
-    msgpack_pack_bin(&w->pk, t->nbytes);
-    msgpack_pack_bin_body(&w->pk, t->data, t->nbytes);
+    mts_pack_str(&w->pk, key);
+    mts_pack_tensor(&w->pk, t);
 }
 
 void mts_write_frame(mts_writer *w, const mts_frame *f)
 {
     pack_write(w, f->bytes, f->size);
+}
+
+void mts_write_bytes(mts_writer *w, const void *bytes, size_t n)
+{
+    pack_write(w, bytes, n);
 }

@@ -172,5 +172,11 @@ void mts_put_key(mts_writer *w, const char *key);
 msgpack_packer *mts_packer(mts_writer *w);
 // Copies a whole frame read from a reader (pass-through tools).
 void mts_write_frame(mts_writer *w, const mts_frame *f);
+// Writes bytes that already form complete frames (raw msgpack or zstd).
+void mts_write_bytes(mts_writer *w, const void *bytes, size_t n);
+
+// Packing into any msgpack packer (for frames built in memory).
+void mts_pack_str(msgpack_packer *pk, const char *s);
+void mts_pack_tensor(msgpack_packer *pk, const mts_tensor *t);
 
 #endif

@@ -1,0 +1,338 @@
+#include "image.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vips/vips.h>
+
+#include "util.h"
+
+void image_init(const char *argv0)
+{
+    if (VIPS_INIT(argv0))
+        die("libvips", "cannot initialise: %s", vips_error_buffer());
+    // Parallelism is across files (case-pack's threads); a libvips pipeline
+    // per file stays on its thread.
+    vips_concurrency_set(1);
+    vips_cache_set_max(0);
+}
+
+bool image_window_parse(const char *s, image_window *w)
+{
+    char kind[16];
+    double lo, hi;
+    if (strcmp(s, "full") == 0) {
+        *w = (image_window){WINDOW_FULL, 0, 65535};
+        return true;
+    }
+    if (sscanf(s, "%15[a-z]:%lf,%lf", kind, &lo, &hi) != 3 || !(lo < hi))
+        return false;
+    if (strcmp(kind, "percentile") == 0 && lo >= 0 && hi <= 100)
+        *w = (image_window){WINDOW_PERCENTILE, lo, hi};
+    else if (strcmp(kind, "fixed") == 0 && lo >= 0 && hi <= 65535)
+        *w = (image_window){WINDOW_FIXED, lo, hi};
+    else
+        return false;
+    return true;
+}
+
+// The value below which `pct` percent of the values lie (nearest rank on the
+// histogram of all 65536 values).
+static double percentile(const uint32_t *hist, size_t n, double pct)
+{
+    double rank = pct / 100.0 * (double)(n ? n - 1 : 0);
+    size_t seen = 0;
+    for (int v = 0; v < 65536; v++) {
+        seen += hist[v];
+        if ((double)seen > rank)
+            return v;
+    }
+    return 65535;
+}
+
+void image_window_apply(const image_window *w, const uint16_t *in, size_t n, uint8_t *out)
+{
+    double lo = w->lo, hi = w->hi;
+    if (w->kind == WINDOW_PERCENTILE) {
+        uint32_t *hist = xcalloc(65536, sizeof *hist);
+        for (size_t i = 0; i < n; i++)
+            hist[in[i]]++;
+        lo = percentile(hist, n, w->lo);
+        hi = percentile(hist, n, w->hi);
+        free(hist);
+    }
+    if (hi <= lo)  // a flat image: everything maps to one grey
+        hi = lo + 1;
+    // A table over all 16-bit values is cheaper than a divide per pixel.
+    uint8_t *table = xmalloc(65536);
+    for (int v = 0; v < 65536; v++) {
+        double t = (v - lo) / (hi - lo) * 255.0;
+        table[v] = (uint8_t)(t <= 0 ? 0 : t >= 255 ? 255 : lrint(t));
+    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = table[in[i]];
+    free(table);
+}
+
+static bool read_file(const char *path, void **data, size_t *size, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s", strerror(errno));
+        return false;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "not a regular file");
+        close(fd);
+        return false;
+    }
+    uint8_t *p = xmalloc((size_t)st.st_size + 1);
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, p + got, (size_t)st.st_size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(err, errlen, "read error: %s", n < 0 ? strerror(errno) : "file shrank");
+            free(p);
+            close(fd);
+            return false;
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    *data = p;
+    *size = got;
+    return true;
+}
+
+// libvips keeps its messages in one process-wide buffer.
+static void vips_reason(char *err, size_t errlen, const char *what)
+{
+#pragma omp critical(vips_error)
+    {
+        const char *msg = vips_error_buffer();
+        // Keep the first line: libvips repeats itself on later lines.
+        size_t n = strcspn(msg, "\n");
+        snprintf(err, errlen, "%s%s%.*s", what, n ? ": " : "", (int)n, msg);
+        vips_error_clear();
+    }
+}
+
+// Replaces *img by out (a libvips result), dropping the reference to the old.
+static void take(VipsImage **img, VipsImage *out)
+{
+    g_object_unref(*img);
+    *img = out;
+}
+
+// Decodes one page into a planar image.
+static bool load_page(const void *data, size_t size, int page, bool is_tiff, const image_opts *o,
+                      image_t *out, char *err, size_t errlen)
+{
+    char option[32] = "";
+    if (is_tiff)
+        snprintf(option, sizeof option, "page=%d", page);
+    VipsImage *img = vips_image_new_from_buffer(data, size, option, "access", VIPS_ACCESS_SEQUENTIAL, NULL);
+    if (!img) {
+        vips_reason(err, errlen, "cannot decode");
+        return false;
+    }
+    int w = vips_image_get_width(img), h = vips_image_get_height(img);
+    if ((uint64_t)w * (uint64_t)h > o->max_pixels) {
+        snprintf(err, errlen, "%dx%d pixels, over the limit of %llu (--max-pixels)", w, h,
+                 (unsigned long long)o->max_pixels);
+        g_object_unref(img);
+        return false;
+    }
+    VipsBandFormat fmt = vips_image_get_format(img);
+    bool sixteen = fmt == VIPS_FORMAT_USHORT;
+    if (fmt != VIPS_FORMAT_UCHAR && !sixteen) {
+        snprintf(err, errlen, "unsupported sample format (%s): 8- or 16-bit integers only",
+                 vips_enum_nick(VIPS_TYPE_BAND_FORMAT, fmt));
+        g_object_unref(img);
+        return false;
+    }
+    // Target size: short side = o->size, aspect ratio kept.
+    int tw = w, th = h;
+    if (o->size > 0) {
+        if (w <= h) {
+            tw = o->size;
+            th = (int)lround((double)h * o->size / w);
+        } else {
+            th = o->size;
+            tw = (int)lround((double)w * o->size / h);
+        }
+        if (tw < 1) tw = 1;
+        if (th < 1) th = 1;
+    }
+    VipsImage *res = NULL;
+    int rc;
+    if (!sixteen) {
+        g_object_unref(img);
+        // vips_thumbnail shrinks JPEG and WebP while decoding, and applies the
+        // EXIF orientation.
+        rc = vips_thumbnail_buffer((void *)data, size, &res, tw, "height", th, "size", VIPS_SIZE_FORCE,
+                                   "option_string", option, NULL);
+        if (rc) {
+            vips_reason(err, errlen, "cannot decode");
+            return false;
+        }
+        img = res;
+    } else {
+        if (vips_autorot(img, &res, NULL)) {
+            vips_reason(err, errlen, "cannot decode");
+            g_object_unref(img);
+            return false;
+        }
+        take(&img, res);
+        w = vips_image_get_width(img), h = vips_image_get_height(img);
+        if (w != tw || h != th) {
+            if (vips_resize(img, &res, (double)tw / w, "vscale", (double)th / h, NULL)) {
+                vips_reason(err, errlen, "cannot resize");
+                g_object_unref(img);
+                return false;
+            }
+            take(&img, res);
+        }
+    }
+    // Channels: drop alpha, convert colour <-> grey.
+    int bands = vips_image_get_bands(img);
+    if (vips_image_get_interpretation(img) == VIPS_INTERPRETATION_CMYK) {
+        if (vips_colourspace(img, &res, VIPS_INTERPRETATION_sRGB, NULL))
+            goto vips_failed;
+        take(&img, res);
+        bands = vips_image_get_bands(img);
+    }
+    if (bands == 2 || bands == 4) {
+        if (vips_extract_band(img, &res, 0, "n", bands - 1, NULL))
+            goto vips_failed;
+        take(&img, res);
+        bands--;
+    }
+    if (bands != 1 && bands != 3) {
+        snprintf(err, errlen, "%d bands: grey or RGB images only", bands);
+        g_object_unref(img);
+        return false;
+    }
+    if (bands == 3 && o->channels == 1) {
+        if (vips_colourspace(img, &res, sixteen ? VIPS_INTERPRETATION_GREY16 : VIPS_INTERPRETATION_B_W,
+                             "source_space", sixteen ? VIPS_INTERPRETATION_RGB16 : VIPS_INTERPRETATION_sRGB,
+                             NULL))
+            goto vips_failed;
+        take(&img, res);
+    } else if (bands == 1 && o->channels == 3) {
+        VipsImage *three[3] = {img, img, img};
+        if (vips_bandjoin(three, &res, 3, NULL))
+            goto vips_failed;
+        take(&img, res);
+    }
+    if (vips_image_get_format(img) != (sixteen ? VIPS_FORMAT_USHORT : VIPS_FORMAT_UCHAR)) {
+        if (vips_cast(img, &res, sixteen ? VIPS_FORMAT_USHORT : VIPS_FORMAT_UCHAR, NULL))
+            goto vips_failed;
+        take(&img, res);
+    }
+    size_t nbytes;
+    void *hwc = vips_image_write_to_memory(img, &nbytes);
+    if (!hwc)
+        goto vips_failed;
+    w = vips_image_get_width(img), h = vips_image_get_height(img);
+    g_object_unref(img);
+    int c = o->channels;
+    if (nbytes != (size_t)w * h * c * (sixteen ? 2 : 1)) {
+        g_free(hwc);
+        snprintf(err, errlen, "decoder returned %zu bytes for %dx%dx%d", nbytes, w, h, c);
+        return false;
+    }
+
+    // Centre crop box, then HWC -> CHW (and the 16 -> 8 bit window).
+    int x0 = 0, y0 = 0, cw = w, ch = h;
+    if (o->centre_crop && o->size > 0) {
+        cw = w < o->size ? w : o->size;
+        ch = h < o->size ? h : o->size;
+        x0 = (w - cw) / 2;
+        y0 = (h - ch) / 2;
+    }
+    bool out16 = sixteen && o->keep16;
+    size_t plane = (size_t)cw * ch;
+    uint16_t *wide = sixteen ? xmalloc(plane * c * 2) : NULL;
+    uint8_t *narrow = out16 ? NULL : xmalloc(plane * c);
+    for (int k = 0; k < c; k++)
+        for (int y = 0; y < ch; y++)
+            for (int x = 0; x < cw; x++) {
+                size_t src = ((size_t)(y0 + y) * w + (x0 + x)) * c + k;
+                size_t dst = (size_t)k * plane + (size_t)y * cw + x;
+                if (sixteen)
+                    wide[dst] = ((const uint16_t *)hwc)[src];
+                else
+                    narrow[dst] = ((const uint8_t *)hwc)[src];
+            }
+    g_free(hwc);
+    if (sixteen && !out16) {
+        image_window_apply(&o->window, wide, plane * c, narrow);
+        free(wide);
+    }
+    *out = (image_t){.channels = c, .height = ch, .width = cw, .u16 = out16,
+                     .pixels = out16 ? (void *)wide : (void *)narrow, .page = page};
+    return true;
+
+vips_failed:
+    vips_reason(err, errlen, "cannot convert");
+    g_object_unref(img);
+    return false;
+}
+
+bool image_load_file(const char *path, const image_opts *o, image_t **out, int *count,
+                     char *err, size_t errlen)
+{
+    void *data;
+    size_t size;
+    *out = NULL;
+    *count = 0;
+    if (!read_file(path, &data, &size, err, errlen))
+        return false;
+    const char *loader = vips_foreign_find_load_buffer(data, size);
+    if (!loader) {
+        vips_error_clear();
+        snprintf(err, errlen, "not a known image format");
+        free(data);
+        return false;
+    }
+    bool is_tiff = strstr(loader, "Tiff") != NULL;
+    int pages = 1;
+    if (is_tiff) {
+        VipsImage *first = vips_image_new_from_buffer(data, size, "", NULL);
+        if (!first) {
+            vips_reason(err, errlen, "cannot decode");
+            free(data);
+            return false;
+        }
+        pages = vips_image_get_n_pages(first);
+        g_object_unref(first);
+    }
+    image_t *imgs = xcalloc((size_t)pages, sizeof *imgs);
+    for (int p = 0; p < pages; p++) {
+        if (!load_page(data, size, p, is_tiff, o, &imgs[p], err, errlen)) {
+            if (pages > 1) {
+                char inner[400];
+                snprintf(inner, sizeof inner, "%s", err);
+                snprintf(err, errlen, "page %d: %s", p, inner);
+            }
+            for (int q = 0; q < p; q++)
+                free(imgs[q].pixels);
+            free(imgs);
+            free(data);
+            return false;
+        }
+    }
+    free(data);
+    *out = imgs;
+    *count = pages;
+    return true;
+}

@@ -1,0 +1,676 @@
+// case-pack: decode image files, group them by patient case, and write a
+// random-access pack (see case-pack(1), mts(5)).
+//
+//   case-pack [options] -o OUT.pack MANIFEST.csv
+//   case-pack [options] -o OUT.pack --dir ROOT
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "csv.h"
+#include "image.h"
+#include "pack.h"
+#include "util.h"
+
+static const char usage_text[] =
+    "usage: case-pack [options] -o OUT.pack MANIFEST.csv\n"
+    "       case-pack [options] -o OUT.pack --dir ROOT\n"
+    "Decode images, group them by case, write a random-access pack.\n"
+    "\n"
+    "input:\n"
+    "      --dir ROOT          a folder tree instead of a manifest (see --layout)\n"
+    "      --layout L          case: ROOT/CASE/FILES; class/case: ROOT/CLASS/CASE/FILES (default case)\n"
+    "      --case-col NAME     manifest column of the case id (default case)\n"
+    "      --path-col NAME     column of the file path, relative to the manifest (default path)\n"
+    "      --label-col NAME    column of the label (default label; absent: unlabeled)\n"
+    "      --split-col NAME    column of the split (default split; absent: --split)\n"
+    "      --split NAME        split of every case when there is no split column (default train)\n"
+    "      --multilabel        labels are ';'-separated findings (multi-label task)\n"
+    "      --label-cols A,B    0/1 columns, one per finding (multi-label task)\n"
+    "      --classes A,B,...   the class list and its order (default: sorted labels seen)\n"
+    "images:\n"
+    "  -s, --size N            resize so the short side is N (default 224; 0 keeps sizes)\n"
+    "      --crop              then crop the centre N x N\n"
+    "  -c, --channels C        1 (grey) or 3 (RGB) (default 3)\n"
+    "      --keep-16bit        store 16-bit images as u16 (else map to 8 bits by --window)\n"
+    "      --window SPEC       16 to 8 bits: percentile:LO,HI | fixed:LO,HI | full\n"
+    "                          (default percentile:0.5,99.5)\n"
+    "      --max-pixels N      refuse larger images (default 400000000)\n"
+    "output:\n"
+    "  -o, --output FILE       the pack (written to a temporary, renamed when complete)\n"
+    "  -z, --zstd L            compress each case record with zstd level L (default 0)\n"
+    "      --strict            stop at the first file that cannot be read (default: skip it)\n"
+    "  -T, --threads N         decoding threads (default: all cores)\n"
+    "  -q, --quiet             no progress or summary\n"
+    "  -h, --help, -V, --version\n";
+
+typedef struct {
+    const char *path;     // as given (relative to the manifest) for the record
+    char *full;           // for opening
+} file_ref;
+
+typedef struct {
+    char *id;
+    int split;
+    bool labeled;
+    int label;
+    uint8_t *labels;      // multi-label
+    int nfiles, capfiles;
+    file_ref *files;
+} case_entry;
+
+typedef struct {
+    case_entry *cases;
+    int ncases, cap;
+    pack_meta meta;
+    char *split_names[PACK_MAX_SPLITS];
+} dataset;
+
+// ---- names: classes, splits, case ids ------------------------------------------------
+
+static int cmp_str(const void *a, const void *b)
+{
+    const char *x = *(char *const *)a, *y = *(char *const *)b;
+    // Numeric labels sort as numbers ("2" before "10").
+    char *ex, *ey;
+    long a_num = strtol(x, &ex, 10), b_num = strtol(y, &ey, 10);
+    if (*x && *y && !*ex && !*ey)
+        return (a_num > b_num) - (a_num < b_num);
+    return strcmp(x, y);
+}
+
+typedef struct {
+    char **items;
+    int n, cap;
+} strset;
+
+static int strset_find(const strset *s, const char *v)
+{
+    for (int i = 0; i < s->n; i++)
+        if (strcmp(s->items[i], v) == 0)
+            return i;
+    return -1;
+}
+
+static int strset_add(strset *s, const char *v)
+{
+    int i = strset_find(s, v);
+    if (i >= 0)
+        return i;
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 16;
+        s->items = xrealloc(s->items, (size_t)s->cap * sizeof *s->items);
+    }
+    s->items[s->n] = xstrdup(v);
+    return s->n++;
+}
+
+// Splits "a,b;c" at any of `seps`, trimming spaces; empty items are dropped.
+static int split_list(const char *s, const char *seps, char ***out)
+{
+    char *copy = xstrdup(s);
+    int n = 0, cap = 8;
+    char **items = xmalloc((size_t)cap * sizeof *items);
+    for (char *save, *tok = strtok_r(copy, seps, &save); tok; tok = strtok_r(NULL, seps, &save)) {
+        while (*tok == ' ')
+            tok++;
+        size_t len = strlen(tok);
+        while (len && tok[len - 1] == ' ')
+            tok[--len] = 0;
+        if (!len)
+            continue;
+        if (n == cap)
+            items = xrealloc(items, (size_t)(cap *= 2) * sizeof *items);
+        items[n++] = xstrdup(tok);
+    }
+    free(copy);
+    *out = items;
+    return n;
+}
+
+// ---- the dataset from a manifest or a folder tree -------------------------------------
+
+typedef struct {
+    const char *case_col, *path_col, *label_col, *split_col, *split, *label_cols, *classes, *layout;
+    bool multilabel;
+} input_opts;
+
+static case_entry *find_or_add_case(dataset *d, const char *id, int *index_hint)
+{
+    // Manifests list a case's files together, so the last case is the usual hit.
+    if (*index_hint >= 0 && strcmp(d->cases[*index_hint].id, id) == 0)
+        return &d->cases[*index_hint];
+    for (int i = d->ncases - 1; i >= 0; i--)
+        if (strcmp(d->cases[i].id, id) == 0)
+            return &d->cases[*index_hint = i];
+    if (d->ncases == d->cap) {
+        d->cap = d->cap ? 2 * d->cap : 256;
+        d->cases = xrealloc(d->cases, (size_t)d->cap * sizeof *d->cases);
+    }
+    case_entry *c = &d->cases[*index_hint = d->ncases++];
+    memset(c, 0, sizeof *c);
+    c->id = xstrdup(id);
+    c->label = -1;
+    return c;
+}
+
+static void add_file(case_entry *c, const char *path, const char *full)
+{
+    if (c->nfiles == c->capfiles) {
+        c->capfiles = c->capfiles ? 2 * c->capfiles : 4;
+        c->files = xrealloc(c->files, (size_t)c->capfiles * sizeof *c->files);
+    }
+    c->files[c->nfiles++] = (file_ref){xstrdup(path), xstrdup(full)};
+}
+
+// Sets the class list from --classes or from the sorted set of labels seen.
+static void set_classes(dataset *d, const char *fixed, strset *seen)
+{
+    if (fixed) {
+        char **items;
+        d->meta.nclasses = split_list(fixed, ",", &items);
+        d->meta.classes = items;
+        return;
+    }
+    qsort(seen->items, (size_t)seen->n, sizeof *seen->items, cmp_str);
+    d->meta.nclasses = seen->n;
+    d->meta.classes = seen->items;
+}
+
+static int class_index(const dataset *d, const char *name, const char *where)
+{
+    for (int k = 0; k < d->meta.nclasses; k++)
+        if (strcmp(d->meta.classes[k], name) == 0)
+            return k;
+    die(where, "label '%s' is not in the class list (--classes)", name);
+}
+
+static void check_ids(const char *where, const char *what, const char *s)
+{
+    if (!*s)
+        die(where, "empty %s", what);
+    if (strlen(s) >= PACK_NAME_MAX)
+        die(where, "%s longer than %d bytes", what, PACK_NAME_MAX - 1);
+}
+
+static void load_manifest(const char *manifest, const input_opts *in, dataset *d)
+{
+    FILE *f = fopen(manifest, "rb");
+    if (!f)
+        die(manifest, "cannot open: %s", strerror(errno));
+    size_t cap = 1 << 16, size = 0;
+    char *data = xmalloc(cap);
+    size_t got;
+    while ((got = fread(data + size, 1, cap - size, f)) > 0)
+        if ((size += got) == cap)
+            data = xrealloc(data, cap *= 2);
+    fclose(f);
+    csv_t csv;
+    char err[300];
+    if (!csv_parse(data, size, &csv, err, sizeof err))
+        die(manifest, "%s", err);
+    free(data);
+    if (csv.nrows == 0)
+        die(manifest, "empty manifest (a header row and no files)");
+    int case_k = csv_column(&csv, in->case_col), path_k = csv_column(&csv, in->path_col);
+    int label_k = csv_column(&csv, in->label_col), split_k = csv_column(&csv, in->split_col);
+    if (case_k < 0)
+        die(manifest, "no column '%s' (--case-col) in the header", in->case_col);
+    if (path_k < 0)
+        die(manifest, "no column '%s' (--path-col) in the header", in->path_col);
+    if (in->split_col && strcmp(in->split_col, "split") != 0 && split_k < 0)
+        die(manifest, "no column '%s' (--split-col) in the header", in->split_col);
+    // Multi-label from 0/1 columns.
+    char **label_cols = NULL;
+    int nlabel_cols = in->label_cols ? split_list(in->label_cols, ",", &label_cols) : 0;
+    int *label_col_k = xcalloc((size_t)nlabel_cols + 1, sizeof *label_col_k);
+    for (int j = 0; j < nlabel_cols; j++)
+        if ((label_col_k[j] = csv_column(&csv, label_cols[j])) < 0)
+            die(manifest, "no column '%s' (--label-cols) in the header", label_cols[j]);
+    if (in->label_col && strcmp(in->label_col, "label") != 0 && label_k < 0)
+        die(manifest, "no column '%s' (--label-col) in the header", in->label_col);
+
+    pack_meta *m = &d->meta;
+    m->task = nlabel_cols || in->multilabel ? TASK_MULTILABEL : label_k >= 0 ? TASK_MULTICLASS : TASK_NONE;
+    if (nlabel_cols) {
+        m->nclasses = nlabel_cols;
+        m->classes = label_cols;
+    } else if (m->task != TASK_NONE) {
+        strset seen = {0};
+        for (int r = 0; r < csv.nrows; r++) {
+            const char *cell = csv_cell(&csv, r, label_k);
+            if (m->task == TASK_MULTICLASS) {
+                if (*cell)
+                    strset_add(&seen, cell);
+                continue;
+            }
+            char **items;
+            int n = split_list(cell, ";", &items);
+            for (int j = 0; j < n; j++) {
+                strset_add(&seen, items[j]);
+                free(items[j]);
+            }
+            free(items);
+        }
+        set_classes(d, in->classes, &seen);
+    }
+    if (m->nclasses > PACK_MAX_CLASSES)
+        die(manifest, "%d classes, more than %d", m->nclasses, PACK_MAX_CLASSES);
+
+    strset splits = {0};
+    int hint = -1;
+    // Duplicate paths are found by sorting a copy (a manifest may have
+    // millions of rows).
+    const char **all_paths = xmalloc((size_t)csv.nrows * sizeof *all_paths);
+    char *dir = xstrdup(manifest);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        slash[1] = 0;
+    else
+        dir[0] = 0;
+    for (int r = 0; r < csv.nrows; r++) {
+        char where[PACK_NAME_MAX + 64];
+        snprintf(where, sizeof where, "%s: line %d", manifest, csv.lines[r + 1]);
+        const char *id = csv_cell(&csv, r, case_k), *path = csv_cell(&csv, r, path_k);
+        check_ids(where, "case id", id);
+        check_ids(where, "path", path);
+        const char *split = split_k >= 0 ? csv_cell(&csv, r, split_k) : in->split;
+        check_ids(where, "split", split);
+        int s = strset_add(&splits, split);
+        if (s >= PACK_MAX_SPLITS)
+            die(where, "more than %d splits", PACK_MAX_SPLITS);
+        case_entry *c = find_or_add_case(d, id, &hint);
+        bool first = c->nfiles == 0;
+        // Labels of a case: every row must agree.
+        bool labeled = false;
+        int label = -1;
+        uint8_t *labels = NULL;
+        if (m->task == TASK_MULTICLASS) {
+            const char *v = csv_cell(&csv, r, label_k);
+            labeled = *v != 0;
+            if (labeled)
+                label = class_index(d, v, where);
+        } else if (m->task == TASK_MULTILABEL) {
+            labels = xcalloc((size_t)m->nclasses, 1);
+            if (nlabel_cols) {
+                labeled = true;
+                for (int j = 0; j < nlabel_cols; j++) {
+                    const char *v = csv_cell(&csv, r, label_col_k[j]);
+                    if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
+                        die(where, "column '%s': expected 0 or 1, found '%s'", label_cols[j], v);
+                    labels[j] = v[0] == '1';
+                }
+            } else {
+                char **items;
+                int n = split_list(csv_cell(&csv, r, label_k), ";", &items);
+                // "none" style empty cells mean no finding, not unlabeled.
+                labeled = true;
+                for (int j = 0; j < n; j++) {
+                    labels[class_index(d, items[j], where)] = 1;
+                    free(items[j]);
+                }
+                free(items);
+            }
+        }
+        if (first) {
+            c->split = s;
+            c->labeled = labeled;
+            c->label = label;
+            c->labels = labels;
+        } else {
+            if (c->split != s)
+                die(where, "case '%s' is in two splits (%s and %s)", id, splits.items[c->split], split);
+            bool same = c->labeled == labeled && c->label == label &&
+                        (!labels || memcmp(c->labels, labels, (size_t)m->nclasses) == 0);
+            if (!same)
+                die(where, "case '%s' has different labels on different rows", id);
+            free(labels);
+        }
+        char *full = xmalloc(strlen(dir) + strlen(path) + 1);
+        sprintf(full, "%s%s", path[0] == '/' ? "" : dir, path);
+        add_file(c, path, full);
+        free(full);
+        all_paths[r] = c->files[c->nfiles - 1].path;
+    }
+    qsort(all_paths, (size_t)csv.nrows, sizeof *all_paths, cmp_str);
+    for (int r = 1; r < csv.nrows; r++)
+        if (strcmp(all_paths[r], all_paths[r - 1]) == 0)
+            die(manifest, "the path '%s' is listed twice", all_paths[r]);
+    free(all_paths);
+    free(dir);
+    free(label_col_k);
+    m->nsplits = splits.n;
+    m->splits = splits.items;
+    csv_free(&csv);
+}
+
+static char *path_join(const char *dir, const char *name)
+{
+    char *p = xmalloc(strlen(dir) + strlen(name) + 2);
+    sprintf(p, "%s/%s", dir, name);
+    return p;
+}
+
+static int cmp_dirent(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+// Sorted names of a folder's entries (no hidden ones) of the wanted kind.
+static int list_dir(const char *path, bool want_dirs, char ***out)
+{
+    DIR *dir = opendir(path);
+    if (!dir)
+        die(path, "cannot open folder: %s", strerror(errno));
+    int n = 0, cap = 16;
+    char **names = xmalloc((size_t)cap * sizeof *names);
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char *full = path_join(path, e->d_name);
+        struct stat st;
+        bool wanted = stat(full, &st) == 0 && (want_dirs ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode));
+        free(full);
+        if (!wanted)
+            continue;
+        if (n == cap)
+            names = xrealloc(names, (size_t)(cap *= 2) * sizeof *names);
+        names[n++] = xstrdup(e->d_name);
+    }
+    closedir(dir);
+    qsort(names, (size_t)n, sizeof *names, cmp_dirent);
+    *out = names;
+    return n;
+}
+
+static void add_case_folder(dataset *d, const char *root, const char *rel, const char *id, int label)
+{
+    char *folder = path_join(root, rel);
+    char **files;
+    int n = list_dir(folder, false, &files);
+    if (n == 0) {
+        warnf(folder, "no files: case skipped");
+        free(files);
+        free(folder);
+        return;
+    }
+    int hint = -1;
+    check_ids(folder, "case id", id);
+    for (int i = 0; i < d->ncases; i++)
+        if (strcmp(d->cases[i].id, id) == 0)
+            die(folder, "case id '%s' appears twice in the tree", id);
+    case_entry *c = find_or_add_case(d, id, &hint);
+    c->split = 0;
+    c->labeled = label >= 0;
+    c->label = label;
+    for (int i = 0; i < n; i++) {
+        char *path = path_join(rel, files[i]), *full = path_join(root, path);
+        add_file(c, path, full);
+        free(path);
+        free(full);
+        free(files[i]);
+    }
+    free(files);
+    free(folder);
+}
+
+static void load_tree(const char *root, const input_opts *in, dataset *d)
+{
+    pack_meta *m = &d->meta;
+    m->nsplits = 1;
+    m->splits = xmalloc(sizeof *m->splits);
+    m->splits[0] = xstrdup(in->split);
+    char **top;
+    int ntop = list_dir(root, true, &top);
+    if (strcmp(in->layout, "case") == 0) {
+        m->task = TASK_NONE;
+        for (int i = 0; i < ntop; i++)
+            add_case_folder(d, root, top[i], top[i], -1);
+    } else if (strcmp(in->layout, "class/case") == 0) {
+        m->task = TASK_MULTICLASS;
+        strset seen = {0};
+        for (int i = 0; i < ntop; i++)
+            strset_add(&seen, top[i]);
+        set_classes(d, in->classes, &seen);
+        for (int i = 0; i < ntop; i++) {
+            char *where = path_join(root, top[i]);
+            int label = class_index(d, top[i], where);
+            char **cases;
+            int ncase = list_dir(where, true, &cases);
+            for (int j = 0; j < ncase; j++) {
+                char *rel = path_join(top[i], cases[j]);
+                add_case_folder(d, root, rel, cases[j], label);
+                free(rel);
+                free(cases[j]);
+            }
+            free(cases);
+            free(where);
+        }
+    } else {
+        die_usage("--layout: '%s' is not case or class/case", in->layout);
+    }
+    for (int i = 0; i < ntop; i++)
+        free(top[i]);
+    free(top);
+    if (d->ncases == 0)
+        die(root, "no cases found (layout %s)", in->layout);
+}
+
+// ---- decoding and writing ---------------------------------------------------------------
+
+typedef struct {
+    image_t *images;
+    int count;
+    char err[400];
+    bool ok;
+} decoded;
+
+int main(int argc, char **argv)
+{
+    util_init(argv[0]);
+    input_opts in = {.case_col = "case", .path_col = "path", .label_col = "label",
+                     .split_col = "split", .split = "train", .layout = "case"};
+    image_opts io = {.size = 224, .channels = 3, .max_pixels = 400000000ull,
+                     .window = {WINDOW_PERCENTILE, 0.5, 99.5}};
+    const char *output = NULL, *root = NULL;
+    int zstd_level = 0, threads = 0;
+    bool strict = false, quiet = false;
+    enum { OPT_DIR = 256, OPT_LAYOUT, OPT_CASE, OPT_PATH, OPT_LABEL, OPT_SPLITCOL, OPT_SPLIT,
+           OPT_MULTI, OPT_LABELCOLS, OPT_CLASSES, OPT_CROP, OPT_KEEP16, OPT_WINDOW, OPT_MAXPIX,
+           OPT_STRICT };
+    static const struct option longopts[] = {
+        {"dir", required_argument, 0, OPT_DIR}, {"layout", required_argument, 0, OPT_LAYOUT},
+        {"case-col", required_argument, 0, OPT_CASE}, {"path-col", required_argument, 0, OPT_PATH},
+        {"label-col", required_argument, 0, OPT_LABEL}, {"split-col", required_argument, 0, OPT_SPLITCOL},
+        {"split", required_argument, 0, OPT_SPLIT}, {"multilabel", no_argument, 0, OPT_MULTI},
+        {"label-cols", required_argument, 0, OPT_LABELCOLS}, {"classes", required_argument, 0, OPT_CLASSES},
+        {"size", required_argument, 0, 's'}, {"crop", no_argument, 0, OPT_CROP},
+        {"channels", required_argument, 0, 'c'}, {"keep-16bit", no_argument, 0, OPT_KEEP16},
+        {"window", required_argument, 0, OPT_WINDOW}, {"max-pixels", required_argument, 0, OPT_MAXPIX},
+        {"output", required_argument, 0, 'o'}, {"zstd", required_argument, 0, 'z'},
+        {"strict", no_argument, 0, OPT_STRICT}, {"threads", required_argument, 0, 'T'},
+        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
+        {0, 0, 0, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "s:c:o:z:T:qhV", longopts, NULL)) != -1) {
+        switch (opt) {
+        case OPT_DIR: root = optarg; break;
+        case OPT_LAYOUT: in.layout = optarg; break;
+        case OPT_CASE: in.case_col = optarg; break;
+        case OPT_PATH: in.path_col = optarg; break;
+        case OPT_LABEL: in.label_col = optarg; break;
+        case OPT_SPLITCOL: in.split_col = optarg; break;
+        case OPT_SPLIT: in.split = optarg; break;
+        case OPT_MULTI: in.multilabel = true; break;
+        case OPT_LABELCOLS: in.label_cols = optarg; break;
+        case OPT_CLASSES: in.classes = optarg; break;
+        case 's': io.size = (int)cli_int("--size", optarg, 0, 1 << 16); break;
+        case OPT_CROP: io.centre_crop = true; break;
+        case 'c':
+            io.channels = (int)cli_int("--channels", optarg, 1, 3);
+            if (io.channels == 2)
+                die_usage("--channels: 1 or 3");
+            break;
+        case OPT_KEEP16: io.keep16 = true; break;
+        case OPT_WINDOW:
+            if (!image_window_parse(optarg, &io.window))
+                die_usage("--window: '%s' is not percentile:LO,HI, fixed:LO,HI or full", optarg);
+            break;
+        case OPT_MAXPIX: io.max_pixels = (uint64_t)cli_int("--max-pixels", optarg, 1, 1ll << 40); break;
+        case 'o': output = optarg; break;
+        case 'z': zstd_level = (int)cli_int("--zstd", optarg, 0, 19); break;
+        case OPT_STRICT: strict = true; break;
+        case 'T': threads = (int)cli_int("--threads", optarg, 1, 1024); break;
+        case 'q': quiet = true; break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        case 'V': cli_version(NULL); return 0;
+        default: die_usage("unknown option");
+        }
+    }
+    if (!output)
+        die_usage("no output: name the pack with -o");
+    if (root ? optind != argc : optind != argc - 1)
+        die_usage(root ? "--dir takes no manifest" : "one manifest (or --dir ROOT)");
+    if (io.centre_crop && io.size == 0)
+        die_usage("--crop needs --size");
+    if (root && (in.label_cols || in.multilabel))
+        die_usage("--multilabel and --label-cols need a manifest");
+    if (threads > 0)
+        omp_set_num_threads(threads);
+    image_init(argv[0]);
+
+    dataset d = {0};
+    if (root)
+        load_tree(root, &in, &d);
+    else
+        load_manifest(argv[optind], &in, &d);
+    pack_meta *m = &d.meta;
+    m->channels = io.channels;
+    m->dtype = io.keep16 ? MTS_U16 : MTS_U8;
+    m->size = io.size;
+    m->centre_crop = io.centre_crop;
+
+    // Decode in windows of files (bounded memory), in parallel within a
+    // window, and write the cases in input order: the same bytes whatever
+    // the thread count.
+    pack_writer *w = pack_writer_open(output, m, zstd_level, argc, argv);
+    int window = 64 * omp_get_max_threads();
+    long long nfiles_total = 0, nimages = 0, skipped_files = 0, skipped_cases = 0, written = 0;
+    for (int i = 0; i < d.ncases; i++)
+        nfiles_total += d.cases[i].nfiles;
+    // Per split: cases, images, and per class case counts.
+    long long (*split_cases)[3] = xcalloc((size_t)m->nsplits, sizeof *split_cases);
+    long long *class_cases = xcalloc((size_t)m->nsplits * (m->nclasses + 1), sizeof *class_cases);
+    progress_t prog;
+    progress_init(&prog, 10);
+    long long done_files = 0;
+    double t0 = now_seconds();
+    for (int first = 0; first < d.ncases;) {
+        int last = first, nf = 0;
+        while (last < d.ncases && (nf == 0 || nf + d.cases[last].nfiles <= window))
+            nf += d.cases[last++].nfiles;
+        file_ref **refs = xmalloc((size_t)nf * sizeof *refs);
+        decoded *dec = xcalloc((size_t)nf, sizeof *dec);
+        for (int c = first, k = 0; c < last; c++)
+            for (int j = 0; j < d.cases[c].nfiles; j++)
+                refs[k++] = &d.cases[c].files[j];
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int k = 0; k < nf; k++)
+            dec[k].ok = image_load_file(refs[k]->full, &io, &dec[k].images, &dec[k].count, dec[k].err,
+                                        sizeof dec[k].err);
+        for (int c = first, k = 0; c < last; c++) {
+            case_entry *ce = &d.cases[c];
+            int ninst = 0;
+            for (int j = 0; j < ce->nfiles; j++) {
+                decoded *dj = &dec[k + j];
+                if (!dj->ok) {
+                    if (strict)
+                        die(ce->files[j].full, "%s", dj->err);
+                    if (!quiet)
+                        warnf(ce->files[j].full, "%s (skipped)", dj->err);
+                    skipped_files++;
+                }
+                ninst += dj->ok ? dj->count : 0;
+            }
+            if (ninst > 0) {
+                mts_tensor *tensors = xmalloc((size_t)ninst * sizeof *tensors);
+                const char **files = xmalloc((size_t)ninst * sizeof *files);
+                int *pages = xmalloc((size_t)ninst * sizeof *pages);
+                int n = 0;
+                for (int j = 0; j < ce->nfiles; j++)
+                    for (int p = 0; dec[k + j].ok && p < dec[k + j].count; p++) {
+                        image_t *im = &dec[k + j].images[p];
+                        int64_t shape[3] = {im->channels, im->height, im->width};
+                        tensors[n] = mts_tensor_make(im->u16 ? MTS_U16 : MTS_U8, 3, shape, im->pixels);
+                        files[n] = ce->files[j].path;
+                        pages[n++] = im->page;
+                    }
+                pack_case pc = {.id = ce->id, .split = ce->split, .labeled = ce->labeled,
+                                .label = ce->label, .labels = ce->labels, .ninst = ninst,
+                                .images = tensors, .files = files, .pages = pages};
+                pack_write_case(w, &pc);
+                written++;
+                nimages += ninst;
+                split_cases[ce->split][0]++;
+                split_cases[ce->split][1] += ninst;
+                int cls = ce->labeled && m->task == TASK_MULTICLASS ? ce->label : m->nclasses;
+                if (m->task != TASK_MULTILABEL)
+                    class_cases[ce->split * (m->nclasses + 1) + cls]++;
+                else
+                    for (int q = 0; q < m->nclasses; q++)
+                        class_cases[ce->split * (m->nclasses + 1) + q] += ce->labels[q];
+                free(tensors);
+                free(files);
+                free(pages);
+            } else {
+                skipped_cases++;
+            }
+            for (int j = 0; j < ce->nfiles; j++, k++) {
+                for (int p = 0; dec[k].ok && p < dec[k].count; p++)
+                    free(dec[k].images[p].pixels);
+                free(dec[k].images);
+            }
+        }
+        free(refs);
+        free(dec);
+        done_files += nf;
+        first = last;
+        if (!quiet) {
+            double el = now_seconds() - t0;
+            progress_update(&prog, "%lld/%lld files, %.0f files/s, %.0f s left", done_files, nfiles_total,
+                            done_files / el, (nfiles_total - done_files) / (done_files / el));
+        }
+    }
+    if (!quiet)
+        progress_done(&prog);
+    if (written == 0)
+        die(output, "no case could be read: nothing written");
+    pack_writer_close(w);
+    if (!quiet) {
+        fprintf(stderr, "case-pack: %s: %lld cases, %lld images, %d classes (%s); skipped %lld files, %lld cases; %.1f s\n",
+                output, written, nimages, m->nclasses, pack_task_name(m->task), skipped_files, skipped_cases,
+                now_seconds() - t0);
+        for (int s = 0; s < m->nsplits; s++) {
+            fprintf(stderr, "case-pack:   %-8s %lld cases, %lld images", m->splits[s], split_cases[s][0],
+                    split_cases[s][1]);
+            if (m->task != TASK_NONE) {
+                fprintf(stderr, "; cases per class:");
+                for (int q = 0; q < m->nclasses; q++)
+                    fprintf(stderr, " %s=%lld", m->classes[q], class_cases[s * (m->nclasses + 1) + q]);
+                if (m->task == TASK_MULTICLASS && class_cases[s * (m->nclasses + 1) + m->nclasses])
+                    fprintf(stderr, " unlabeled=%lld", class_cases[s * (m->nclasses + 1) + m->nclasses]);
+            }
+            fputc('\n', stderr);
+        }
+    }
+    free(split_cases);
+    free(class_cases);
+    return 0;
+}
