@@ -301,11 +301,20 @@ static ssize_t source_read(mts_reader *r, void *dst, size_t n)
     return got;
 }
 
+// How much to read at a time: a chunk, or less for a small byte range (a
+// pack reads one case per range reader; a megabyte each would be waste).
+static size_t chunk_size(const mts_reader *r)
+{
+    if (r->kind == SRC_RANGE && r->range_end - r->range_pos + 64 < READ_CHUNK)
+        return (size_t)(r->range_end - r->range_pos) + 64;
+    return READ_CHUNK;
+}
+
 static void ensure_cap(mts_reader *r, size_t want)
 {
     if (want <= r->cap)
         return;
-    size_t cap = r->cap ? r->cap : READ_CHUNK;
+    size_t cap = r->cap ? r->cap : want;
     while (cap < want)
         cap *= 2;
     r->buf = xrealloc(r->buf, cap);
@@ -355,8 +364,8 @@ static ssize_t fill_zstd(mts_reader *r)
             }
             r->zframe_done = false;
         }
-        if (r->cap - r->end < READ_CHUNK / 4)
-            ensure_cap(r, r->end + READ_CHUNK);
+        if (r->cap - r->end < chunk_size(r) / 4)
+            ensure_cap(r, r->end + chunk_size(r));
         ZSTD_inBuffer in = {r->zin, r->zin_end, r->zin_pos};
         ZSTD_outBuffer out = {r->buf + r->end, r->cap - r->end, 0};
         size_t ret = ZSTD_decompressStream(r->zds, &out, &in);
@@ -385,7 +394,8 @@ static int fill(mts_reader *r, uint64_t need)
         }
         // Grow only for a frame that does not fit: the buffer stays about
         // one read chunk (or one frame) large, however long the stream.
-        ensure_cap(r, r->start + need > READ_CHUNK ? r->start + need : READ_CHUNK);
+        size_t chunk = chunk_size(r);
+        ensure_cap(r, r->start + need > chunk ? r->start + need : chunk);
         ssize_t got;
         if (r->zstd) {
             got = fill_zstd(r);
@@ -419,9 +429,7 @@ static int detect_zstd(mts_reader *r)
         r->zds = ZSTD_createDStream();
         if (!r->zds)
             die("zstd", "cannot create a decompression context");
-        r->zin_cap = ZSTD_DStreamInSize();
-        if (r->zin_cap < READ_CHUNK)
-            r->zin_cap = READ_CHUNK;
+        r->zin_cap = chunk_size(r);
         r->zin = xmalloc(r->zin_cap);
     }
     ZSTD_initDStream(r->zds);
