@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# case-pack: formats (JPEG, PNG, WebP, 8/16-bit and multi-page TIFF), resizing,
+# channels, labels, folder trees, bad input, determinism across threads.
+. "$(dirname "$0")/common.bash"
+cd "$T"
+
+# Test images, made at test time.
+vips black black.v 64 48 --bands 3
+vips linear black.v rgb.jpg 1 100 --uchar
+vips linear black.v rgb.png 1 150 --uchar
+vips linear black.v rgb.webp 1 200 --uchar
+vips black g.v 30 60
+vips linear g.v grey.png 1 77 --uchar
+vips linear black.v rgba_in.v 1 10 --uchar
+vips bandjoin_const rgba_in.v rgba.png 255
+mktiff g16.tif 20 10 1 16 1
+mktiff pages.tif 20 10 3 16 1
+mktiff rgb8.tif 16 16 2 8 3
+head -c 3000 /dev/urandom > noise.jpg
+head -c 600 rgb.jpg > truncated.jpg
+
+cat > m.csv <<CSV
+case,path,label,split
+a,rgb.jpg,cat,train
+a,rgb.png,cat,train
+b,rgb.webp,dog,train
+c,grey.png,dog,test
+d,rgba.png,cat,test
+e,g16.tif,bird,train
+f,pages.tif,bird,train
+g,rgb8.tif,cat,train
+CSV
+check "packs JPEG, PNG, WebP, RGBA PNG, 8/16-bit and multi-page TIFF" case-pack -q -o p.pack --size 32 m.csv
+out=$(mts show p.pack)
+rec() { awk -v c="case=\"$1\"" '$2 == "record" && $3 == c' <<<"$out"; }
+grep -q 'images=\[u8\[3,32,43\]{min 100 max 100 mean 100}, u8\[3,32,43\]{min 150 max 150' <<<"$(rec a)" \
+    && pass "JPEG and PNG resized to a short side of 32 (64x48 -> 43x32)" || fail "jpeg/png" "$(rec a)"
+grep -q 'u8\[3,32,43\]{min 200 max 200' <<<"$(rec b)" && pass "WebP" || fail "webp" "$(rec b)"
+grep -q 'u8\[3,64,32\]{min 77 max 77' <<<"$(rec c)" && pass "grey PNG becomes 3 channels, portrait kept" \
+    || fail "grey" "$(rec c)"
+grep -q 'images=\[u8\[3,32,43\]{min 10 max 10' <<<"$(rec d)" && pass "alpha band dropped" || fail "rgba" "$(rec d)"
+[ "$(rec f | grep -o 'u8\[3,32,64\]' | wc -l)" -eq 3 ] && grep -q 'pages=\[0, 1, 2\]' <<<"$(rec f)" \
+    && pass "multi-page TIFF: one instance per page" || fail "pages" "$(rec f)"
+grep -q 'u8\[3,32,32\].*u8\[3,32,32\].*pages=\[0, 1\]' <<<"$(rec g)" && pass "8-bit RGB TIFF pages" || fail "rgb8 tiff" "$(rec g)"
+grep -q 'classes=\["bird", "cat", "dog"\]' <<<"$out" && grep -q 'label=2' <<<"$(rec b)" \
+    && pass "classes sorted, labels are indices" || fail "classes" "$(head -1 <<<"$out")"
+
+# 16 bits: kept exactly, or windowed.
+printf 'case,path\nk,pages.tif\n' > p16.csv
+case-pack -q -o k16.pack --size 0 --keep-16bit -c 1 p16.csv
+grep -q 'images=\[u16\[1,10,20\]{min 0 max 1502 mean 751}, u16\[1,10,20\]{min 4099 max 5601 mean 4850}, u16\[1,10,20\]{min 8198 max 9700 mean 8949}\]' \
+    <<<"$(mts show k16.pack)" && pass "16-bit pages kept exactly (--keep-16bit --size 0)" || fail "keep16" "$(mts show k16.pack)"
+case-pack -q -o w16.pack --size 0 -c 1 --window fixed:0,1502 p16.csv
+grep -q 'images=\[u8\[1,10,20\]{min 0 max 255 mean 127.' <<<"$(mts show w16.pack)" \
+    && pass "16-bit windowed to 8 bits (fixed window)" || fail "window" "$(mts show w16.pack)"
+case-pack -q -o pw.pack --size 0 -c 1 p16.csv
+[ "$(mts show pw.pack | grep -o 'u8\[1,10,20\]{min 0 max 255' | wc -l)" -eq 3 ] \
+    && pass "default percentile window stretches each page" || fail "percentile" "$(mts show pw.pack)"
+
+check "--crop makes squares" case-pack -q -o c.pack --size 24 --crop -c 1 m.csv
+[ "$(mts show c.pack | grep -o 'u8\[1,24,24\]' | wc -l)" -eq 11 ] && pass "--crop: every image 1x24x24" \
+    || fail "crop" "$(mts show c.pack)"
+
+# Determinism: the same bytes whatever the thread count.
+OMP_NUM_THREADS=1 case-pack -q -o t.pack --size 32 m.csv && mv t.pack t1.pack
+OMP_NUM_THREADS=2 case-pack -q -o t.pack --size 32 m.csv && mv t.pack t2.pack
+same "the same pack with 1 and 2 threads" t1.pack t2.pack
+
+# Bad files: skipped with the reason, or fatal with --strict.
+printf 'case,path,label\nx,rgb.jpg,a\ny,noise.jpg,b\nz,truncated.jpg,a\nw,nothere.png,b\n' > bad.csv
+case-pack -o bad.pack --size 16 bad.csv 2>err.txt; rc=$?
+[ $rc -eq 0 ] && grep -q 'noise.jpg: not a known image format (skipped)' err.txt \
+    && grep -q 'nothere.png: No such file or directory (skipped)' err.txt \
+    && grep -q 'truncated.jpg: .*(skipped)' err.txt \
+    && grep -q '1 cases, 1 images, 2 classes (multiclass); skipped 3 files, 3 cases' err.txt \
+    && pass "unreadable files are named, skipped and counted" || fail "skip" "rc=$rc $(cat err.txt)"
+check_fails "--strict stops at the first bad file" 1 "noise.jpg: not a known image format" \
+    case-pack -q --strict -o s.pack bad.csv
+[ ! -e s.pack ] && [ -z "$(ls -A | grep '^\.s\.pack')" ] && pass "no pack (and no temporary) after a failure" \
+    || fail "leftover" "$(ls -A)"
+
+printf 'case,path\n' > empty.csv
+check_fails "an empty manifest" 1 "empty manifest" case-pack -o e.pack empty.csv
+: > zero.csv
+check_fails "a zero-byte manifest" 1 "empty manifest" case-pack -o e.pack zero.csv
+printf 'id,path\na,rgb.jpg\n' > nocase.csv
+check_fails "a missing column" 1 "no column 'case' \(--case-col\)" case-pack -o e.pack nocase.csv
+check "--case-col names it" case-pack -q -o e.pack --case-col id nocase.csv
+printf 'case,path\na,rgb.jpg\nb,rgb.jpg\n' > dup.csv
+check_fails "a duplicate path" 1 "the path 'rgb.jpg' is listed twice" case-pack -o e.pack dup.csv
+check_fails "a label not in --classes" 1 "line 7: label 'bird' is not in the class list" \
+    case-pack -o e.pack --classes cat,dog m.csv
+printf 'case,path,split\na,rgb.jpg,train\na,rgb.png,test\n' > split2.csv
+check_fails "a case in two splits" 1 "case 'a' is in two splits" case-pack -o e.pack split2.csv
+printf 'case,path,label\na,rgb.jpg,cat\na,rgb.png,dog\n' > lab2.csv
+check_fails "a case with two labels" 1 "case 'a' has different labels" case-pack -o e.pack lab2.csv
+printf 'case,path\n"a,1",rgb.jpg\n"b ""q""",rgb.png\nc,"rgb.webp\n' > quote.csv
+check_fails "an unclosed quote names its line" 1 "line 4: a quoted field is not closed" case-pack -o e.pack quote.csv
+check_fails "no output is a usage error" 2 "name the pack with -o" case-pack m.csv
+check_fails "--crop without --size" 2 "--crop needs --size" case-pack -o x.pack --size 0 --crop m.csv
+check_fails "a bad window" 2 "--window" case-pack -o x.pack --window percentile:9 m.csv
+
+# Multi-label: ';'-separated findings, or 0/1 columns.
+printf 'case,path,findings\na,rgb.jpg,edema;effusion\nb,rgb.png,\nc,grey.png,effusion\n' > ml.csv
+case-pack -q -o ml.pack --size 8 --label-col findings --multilabel ml.csv
+out=$(mts show ml.pack)
+grep -q 'task="multilabel" classes=\["edema", "effusion"\]' <<<"$out" && grep -q 'case="a".*label=\[1, 1\]' <<<"$out" \
+    && grep -q 'case="b".*label=\[0, 0\]' <<<"$out" && pass "multi-label from ';'-separated findings" || fail "multilabel" "$out"
+printf 'case,path,edema,effusion\na,rgb.jpg,1,0\nb,rgb.png,0,1\n' > mlc.csv
+case-pack -q -o mlc.pack --size 8 --label-cols edema,effusion mlc.csv
+grep -q 'case="b".*label=\[0, 1\]' <<<"$(mts show mlc.pack)" && pass "multi-label from 0/1 columns" \
+    || fail "label-cols" "$(mts show mlc.pack)"
+
+# Folder trees.
+mkdir -p tree/cat/k1 tree/dog/k2 tree/dog/k3 flat/p1 flat/p2
+cp rgb.jpg rgb.png tree/cat/k1/; cp rgb.webp tree/dog/k2/; cp grey.png tree/dog/k3/
+cp rgb.jpg flat/p1/; cp rgb.png rgb.webp flat/p2/
+case-pack -q --dir tree --layout class/case -o tree.pack --size 8
+out=$(mts show tree.pack)
+grep -q 'case="k1" split="train" label=0 images=\[u8\[3,8,11\], u8\[3,8,11\]\]' <<<"$(mts show --no-stats tree.pack)" \
+    && grep -q 'case="k3".*label=1' <<<"$out" && pass "folder tree class/case" || fail "tree" "$out"
+case-pack -q --dir flat -o flat.pack --size 8
+grep -q 'task="none"' <<<"$(mts show flat.pack)" && [ "$(mts count flat.pack | cut -d' ' -f3)" -eq 2 ] \
+    && pass "folder tree case/files, unlabeled" || fail "flat" "$(mts show flat.pack)"
+
+# The pack reads as a stream: pipes into mts like any stream.
+[ "$(cat p.pack | mts count | cut -d' ' -f3)" -eq 7 ] && pass "a pack is a stream (7 case records)" \
+    || fail "pack as stream" "$(cat p.pack | mts count)"
+check "--zstd compresses each case" case-pack -q -z 3 -o z.pack --size 32 m.csv
+records() { mts show "$1" | awk '$2 == "record" { $1 = ""; print }'; }
+[ "$(records z.pack | md5sum)" = "$(records t1.pack | md5sum)" ] \
+    && pass "compressed records read back the same" || fail "zstd pack"
+case-pack --help | grep -q '^usage: case-pack' && pass "--help" || fail "--help"

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# pair-sample: simclr/micle/single semantics, seeds, resumption, label
+# fractions, thread independence, bounded memory on a large pack.
+. "$(dirname "$0")/common.bash"
+cd "$T"
+# 60 cases with 1..4 instances, 3 classes; every fifth case is "test".
+mkpack s.pack 60 4 3 1 4 4
+fields() { mts show --no-stats "$@" | awk '$2 == "record" { $1 = ""; print }'; }
+
+out=$(pair-sample -q s.pack | mts show --no-stats)
+head -1 <<<"$out" | grep -q 'mode="simclr" unit="image" pairs_per_epoch=120 epochs=1' \
+    && pass "simclr: one pair per train image (120)" || fail "simclr count" "$(head -1 <<<"$out")"
+bad=$(awk '$2 == "record" { split($4, a, "="); split($5, b, "="); if (a[2] != b[2]) print }' <<<"$out" | wc -l)
+[ "$bad" -eq 0 ] && pass "simclr: inst_a == inst_b" || fail "simclr pairs" "$bad differ"
+[ "$(grep -c 'split="test"' <<<"$out")" -eq 0 ] && pass "only the train split by default" || fail "split"
+
+out=$(pair-sample -q -m micle -e 200 --seed 3 s.pack | mts show --no-stats)
+head -1 <<<"$out" | grep -q 'unit="case" pairs_per_epoch=48 epochs=200' && pass "micle: one pair per train case per epoch" \
+    || fail "micle count" "$(head -1 <<<"$out")"
+# Case k has 1 + k%4 instances: a case with 2+ never pairs an image with itself.
+self=$(awk '$2 == "record" { n = substr($3, 11, 5) % 4 + 1; split($4, a, "="); split($5, b, "=");
+            if (n >= 2 && a[2] == b[2]) print }' <<<"$out" | wc -l)
+single=$(awk '$2 == "record" { n = substr($3, 11, 5) % 4 + 1; split($4, a, "="); split($5, b, "=");
+            if (n == 1 && a[2] != b[2]) print }' <<<"$out" | wc -l)
+[ "$self" -eq 0 ] && [ "$single" -eq 0 ] && pass "micle: distinct instances when a case has two or more, else the same" \
+    || fail "micle pairs" "self=$self single=$single"
+# Case 3 has 4 instances: 12 ordered pairs, 200 draws: each about 16.7.
+counts=$(awk '$2 == "record" && $3 == "case=\"case00003\"" { print $4, $5 }' <<<"$out" | sort | uniq -c | awk '{print $1}')
+nd=$(wc -l <<<"$counts"); mn=$(sort -n <<<"$counts" | head -1); mx=$(sort -n <<<"$counts" | tail -1)
+[ "$nd" -eq 12 ] && [ "$mn" -ge 5 ] && [ "$mx" -le 32 ] && pass "micle: all 12 ordered pairs of a 4-image case drawn ($mn..$mx of 200)" \
+    || fail "micle uniform" "$nd pairs, min $mn max $mx"
+# Image content follows the instance index (mkpack: value = case*7 + inst*50).
+okc=$(awk '$2 == "record" { c = substr($3, 11, 5) + 0; split($4, a, "="); v = (c * 7 + a[2] * 50) % 256;
+           if ($0 !~ "a=u8\\[1,4,4\\]\\{min " v " max") print }' <<<"$(pair-sample -q -m micle s.pack | mts show)" | wc -l)
+[ "$okc" -eq 0 ] && pass "the a image is instance inst_a of the case" || fail "content" "$okc wrong"
+
+out=$(pair-sample -q -m single --split all -e 2 s.pack | mts show --no-stats)
+n=$(awk '$2 == "record" && $7 == "epoch=0" { print $3, $4 }' <<<"$out" | sort -u | wc -l)
+[ "$n" -eq 150 ] && [ "$(grep -c 'epoch=0' <<<"$out")" -eq 150 ] && pass "single: every image once per epoch (150)" \
+    || fail "single" "$n"
+grep -q 'label=' <<<"$(sed -n 2p <<<"$out")" && pass "single passes labels through" || fail "labels"
+
+pair-sample -q -m micle -e 3 --seed 7 s.pack > a.mts
+pair-sample -q -m micle -e 3 --seed 7 s.pack > b.mts
+same "same seed, same bytes" a.mts b.mts
+OMP_NUM_THREADS=1 pair-sample -q -m micle -e 3 --seed 7 s.pack > c.mts
+same "the same bytes with one thread" a.mts c.mts
+pair-sample -q -m micle -e 3 --seed 8 s.pack > d.mts
+cmp -s a.mts d.mts && fail "another seed, another order" || pass "another seed, another order"
+a1=$(fields a.mts | sed -n '1,48p' | awk '{print $2}'); a2=$(fields a.mts | sed -n '49,96p' | awk '{print $2}')
+[ "$a1" != "$a2" ] && pass "a new permutation every epoch" || fail "epochs shuffled"
+
+# Resumption: --start N gives exactly the records after the first N.
+pair-sample -q -m micle -e 3 --seed 7 --start 70 s.pack > r.mts
+[ "$(fields r.mts)" = "$(mts cat --skip 70 a.mts | fields)" ] && pass "--start 70 continues the same sequence" \
+    || fail "start"
+grep -q 'start=70' <<<"$(mts show r.mts | head -1)" && pass "the header says where it started" || fail "start header"
+
+# Label fractions: stratified by class, nested across fractions.
+lf() { pair-sample -q -m single -f "$1" --label-seed 5 s.pack | mts show --no-stats | awk '$2 == "record" { print $3 }' | sort -u; }
+s10=$(lf 0.1); s50=$(lf 0.5)
+[ "$(wc -l <<<"$s10")" -eq 6 ] && [ "$(wc -l <<<"$s50")" -eq 24 ] && pass "fractions 0.1 and 0.5: 6 and 24 of 48 train cases" \
+    || fail "fraction counts" "$(wc -l <<<"$s10") $(wc -l <<<"$s50")"
+[ -z "$(comm -23 <(echo "$s10") <(echo "$s50"))" ] && pass "the 10% subset is inside the 50% subset" || fail "nested"
+per=$(pair-sample -q -m micle -f 0.5 --label-seed 5 s.pack | mts show --no-stats | awk '$2 == "record" { print $NF }' | sort | uniq -c | awk '{print $1}' | tr '\n' ' ')
+[ "$per" = "8 8 8 " ] && pass "stratified: 8 cases of each class" || fail "stratified" "$per"
+pair-sample -m single -f 0.1 s.pack 2>&1 >/dev/null | grep -q 'label fraction 0.1 (seed 0): 6 cases' \
+    && pass "reports the cases and images used" || fail "report"
+
+check_fails "an unknown split lists the known ones" 1 "no split 'val' in this pack \(it has: train, test\)" pair-sample --split val s.pack
+check_fails "--unit case with single" 2 "--mode single goes over images" pair-sample -m single -u case s.pack
+check_fails "not a pack" 1 "not a pack" pair-sample a.mts
+head -c 2000 s.pack > cut.pack
+check_fails "a truncated pack" 1 "incomplete one \(no index footer" pair-sample cut.pack
+check_fails "a bad mode" 2 "--mode: 'x' is not simclr, micle or single" pair-sample -m x s.pack
+
+# Bounded memory: a 150 MB pack streams through with a small resident set.
+mkpack big.pack 1000 1 2 3 224 224
+rss=$( { /usr/bin/time -f '%M' pair-sample -q big.pack | mts count > /dev/null; } 2>&1 | tail -1)
+[ "$rss" -lt 60000 ] && pass "a 150 MB pack streams in ${rss} KB of memory" || fail "memory" "peak RSS ${rss} KB"
