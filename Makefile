@@ -26,6 +26,15 @@ ALL_CFLAGS = -std=c17 -D_GNU_SOURCE -Wall -Wextra -fopenmp -MMD -MP \
 ALL_LDLIBS = $(PKG_LIBS) -L$(BLIS_LIB) -Wl,-rpath,$(BLIS_LIB) -lblis \
              -fopenmp -lpthread -lm $(LDLIBS)
 
+# Quiet build lines; V=1 shows the full commands.
+ifeq ($(V),1)
+Q =
+say = @true
+else
+Q = @
+say = @printf '  %-4s %s\n'
+endif
+
 LIB_SRC   = $(wildcard lib/*.c)
 LIB_OBJ   = $(LIB_SRC:%.c=build/%.o)
 TOOL_SRC  = $(wildcard tools/*.c)
@@ -50,27 +59,33 @@ $(DEPS_OK): mk/deps.sh
 
 build/%.o: %.c $(DEPS_OK)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
+	$(say) CC $<
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(LIBA): $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(say) AR $@
+	$(Q)ar rcs $@ $^
 
 bin/%: build/tools/%.o $(LIBA)
 	@mkdir -p bin
-	$(CC) $(CFLAGS) $< $(LIBA) $(ALL_LDLIBS) -o $@
+	$(say) LD $@
+	$(Q)$(CC) $(CFLAGS) $< $(LIBA) $(ALL_LDLIBS) -o $@
 
 build/tests/%: build/tests/unit/%.o $(LIBA)
 	@mkdir -p build/tests
-	$(CC) $(CFLAGS) $< $(LIBA) $(ALL_LDLIBS) -o $@
+	$(say) LD $@
+	$(Q)$(CC) $(CFLAGS) $< $(LIBA) $(ALL_LDLIBS) -o $@
 
 build/helpers/%: build/tests/helpers/%.o $(LIBA)
 	@mkdir -p build/helpers
-	$(CC) $(CFLAGS) $< $(LIBA) $(ALL_LDLIBS) -o $@
+	$(say) LD $@
+	$(Q)$(CC) $(CFLAGS) $< $(LIBA) $(ALL_LDLIBS) -o $@
 
 build/bench/%: build/bench/%.o $(LIBA)
 	@mkdir -p build/bench
-	$(CC) $(CFLAGS) $< $(LIBA) $(ALL_LDLIBS) -o $@
+	$(say) LD $@
+	$(Q)$(CC) $(CFLAGS) $< $(LIBA) $(ALL_LDLIBS) -o $@
 
 check: $(TOOLS) $(UNITS) $(HELPERS)
 	@sh mk/deps.sh check
