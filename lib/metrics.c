@@ -460,12 +460,21 @@ char *metrics_roc_svg(const metrics_data *d, const metrics_report *rep,
                       const char *const *names)
 {
     size_t K = d->classes;
+    // Wide enough for the longest legend line, at about 7.5 pixels a
+    // character of 13-pixel DejaVu Sans.
+    size_t longest = 0;
+    for (size_t k = 0; k < K; k++) {
+        size_t chars = strlen(names[k]) + (rep->auc[k].defined ? 12 : 28);
+        longest = chars > longest ? chars : longest;
+    }
+    size_t width = LEGEND_X + 40 + longest * 15 / 2;
+    width = width > SVG_W ? width : SVG_W;
     text_buf b = {.text = xmalloc(4096), .len = 0, .cap = 4096};
     appendf(&b,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%zu\" height=\"%d\" "
             "font-family=\"DejaVu Sans, sans-serif\" font-size=\"13\">\n"
             "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
-            SVG_W, SVG_H);
+            width, SVG_H);
     // Grid, ticks and the chance diagonal.
     for (int t = 0; t <= 5; t++) {
         double v = t / 5.0, x = PLOT_X + v * PLOT_SIZE, y = PLOT_Y + (1 - v) * PLOT_SIZE;
