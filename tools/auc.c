@@ -105,10 +105,9 @@ typedef struct {
     // what the stream has told so far
     const mts_reader *reader;
     bool task_known;
-    const char *task_source;     // "the header" or "the first record", for messages
+    const char *task_source;     // what told the task, for messages
     metrics_task task;
     char **names;                // from a header's "classes"
-    size_t nnames;
     char score_key[KEY_MAX];
     bool from_logits;
     size_t records, rows_cap;
@@ -124,15 +123,18 @@ static const char *task_name(metrics_task t)
     return t == METRICS_MULTICLASS ? "multiclass" : "multilabel";
 }
 
-static void set_task(reading *s, const mts_frame *f, metrics_task task, const char *source)
+// `now` names the frame that tells the task, `past` how a later message
+// refers to it.
+static void set_task(reading *s, const mts_frame *f, metrics_task task, const char *now,
+                     const char *past)
 {
     if (s->task_known && s->task != task)
-        mts_die_at(s->reader, f, "%s says %s, but %s said %s (a stream holds one task)",
-                   source, task_name(task), s->task_source, task_name(s->task));
+        mts_die_at(s->reader, f, "%s says %s, but %s said %s (a stream holds one task)", now,
+                   task_name(task), s->task_source, task_name(s->task));
     if (!s->task_known) {
         s->task_known = true;
         s->task = task;
-        s->task_source = source;
+        s->task_source = past;
     }
 }
 
@@ -143,10 +145,10 @@ static void on_header(const mts_frame *h, void *ctx)
     if (task) {
         if (task->type == MSGPACK_OBJECT_STR && task->via.str.size == 10 &&
             memcmp(task->via.str.ptr, "multiclass", 10) == 0)
-            set_task(s, h, METRICS_MULTICLASS, "the header");
+            set_task(s, h, METRICS_MULTICLASS, "this header", "a header");
         else if (task->type == MSGPACK_OBJECT_STR && task->via.str.size == 10 &&
                  memcmp(task->via.str.ptr, "multilabel", 10) == 0)
-            set_task(s, h, METRICS_MULTILABEL, "the header");
+            set_task(s, h, METRICS_MULTILABEL, "this header", "a header");
         else
             mts_die_at(s->reader, h, "key 'task': expected \"multiclass\" or \"multilabel\"");
     }
@@ -173,7 +175,6 @@ static void on_header(const mts_frame *h, void *ctx)
     if (s->names)
         return;
     s->names = xmalloc(k * sizeof *s->names);
-    s->nnames = k;
     for (size_t i = 0; i < k; i++) {
         const msgpack_object *o = &classes->via.array.ptr[i];
         s->names[i] = xmalloc(o->via.str.size + 1);
@@ -251,7 +252,8 @@ static void read_label(reading *s, const mts_frame *f, size_t row)
     size_t K = s->d.classes;
     uint8_t *positive = s->d.positive + row * K;
     if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER || o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-        set_task(s, f, METRICS_MULTICLASS, "this record's label (an integer)");
+        set_task(s, f, METRICS_MULTICLASS, "this record's label (an integer)",
+                 "an earlier record's label (an integer)");
         if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER || o->via.u64 >= K)
             mts_die_at(s->reader, f, "label %lld is out of range: the scores have %zu classes (0 to %zu)",
                        o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ? (long long)o->via.i64
@@ -261,7 +263,8 @@ static void read_label(reading *s, const mts_frame *f, size_t row)
         positive[o->via.u64] = 1;
         s->d.label[row] = (uint32_t)o->via.u64;
     } else if (o->type == MSGPACK_OBJECT_ARRAY) {
-        set_task(s, f, METRICS_MULTILABEL, "this record's label (an array)");
+        set_task(s, f, METRICS_MULTILABEL, "this record's label (an array)",
+                 "an earlier record's label (an array)");
         if (o->via.array.size != K)
             mts_die_at(s->reader, f, "key 'label' has %u entries, the scores have %zu",
                        o->via.array.size, K);
