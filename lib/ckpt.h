@@ -1,0 +1,65 @@
+// ckpt: checkpoints.  One zstd-compressed tensor stream holds the model's
+// configuration, every parameter and batch-norm buffer, the optimiser's
+// state, the training position and the random state:
+//
+//   header  {"mts": 1, "tool", "args", "checkpoint": 1, "model": {depth, width,
+//            stem, in_ch, head_layers, head_hidden, proj_dim, classes},
+//            "step", "records", "epoch", "loss", "rng": [7 ints], "task",
+//            "class_names": [...], "optimizer": name, "tensors": count}
+//   records {"name": "layer1.0.conv1.weight", "kind": "param"|"buffer"|"state",
+//            "tensor": f32 (or i64 for num_batches_tracked)}
+//
+// It is written to a temporary, fsynced and renamed (mts_writer), so a crash
+// at any moment leaves the previous checkpoint intact.  Loading checks the
+// configuration and every shape and says what differs; it can take a subset
+// (the encoder only, to fine-tune or to start step 2 of the protocol from
+// step 1; with or without the projection head and the classifier).
+#ifndef MEDSSL_CKPT_H
+#define MEDSSL_CKPT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "optim.h"
+#include "rng.h"
+
+#define CKPT_MAX_CLASSES 1024
+
+typedef struct {
+    int64_t step;       // optimiser steps taken
+    int64_t records;    // input records consumed
+    int64_t epoch;
+    double loss;        // the last step's loss (NaN when unknown)
+    bool has_rng;
+    int64_t rng[RNG_STATE_LEN];
+    char task[16];      // "", "multiclass", "multilabel"
+    int nclasses;
+    char *class_names[CKPT_MAX_CLASSES];  // owned (ckpt_info_free)
+    char optimizer[16]; // "" when no optimiser state is saved
+} ckpt_info;
+
+void ckpt_info_free(ckpt_info *info);
+
+// Writes model (+ optimiser state when o is not NULL) to path atomically.
+void ckpt_save(const char *path, const model *m, const optimizer *o, const ckpt_info *info,
+               const char *tool, int argc, char **argv);
+
+// Reads only the header: the model configuration and the info.
+bool ckpt_read_header(const char *path, model_config *cfg, ckpt_info *info, char *err, size_t errlen);
+
+// What to load.
+enum {
+    CKPT_ENCODER = 1,   // encoder parameters and batch-norm statistics
+    CKPT_HEAD = 2,      // projection head
+    CKPT_FC = 4,        // classifier
+    CKPT_STATE = 8,     // optimiser state (o must not be NULL)
+    CKPT_ALL = 15,
+};
+
+// Copies the chosen parts into m (and o), which must have the same shapes
+// for those parts: every tensor of a chosen part present in the model must
+// be in the checkpoint and vice versa.  Dies with "path: what differs".
+void ckpt_load(const char *path, model *m, optimizer *o, unsigned parts);
+
+#endif
