@@ -96,21 +96,36 @@ static double channel_sum_sq_dev(const float *x, int n, int hw, size_t stride, d
     return combine(acc, tail);
 }
 
-// Sum of dz * (x - mean).
-static double channel_sum_dot_dev(const float *dz, const float *x, int n, int hw,
-                                  size_t stride, double mean)
+// With the ReLU fused (y not NULL), first zeroes dy where the forward's
+// output y was not positive, turning it into the gradient dz at the ReLU's
+// input; then sums dz and dz * (x - mean).  Plane by plane, so that the sums
+// read what the masking just wrote from cache.
+static void channel_grad_sums(float *dy, const float *y, const float *x, int n, int hw,
+                              size_t stride, double mean, double *sum_dz, double *sum_dz_dev)
 {
-    double acc[lanes] = {0}, tail = 0;
+    double acc[lanes] = {0}, acc_dev[lanes] = {0}, tail = 0, tail_dev = 0;
     for (int i = 0; i < n; i++) {
-        const float *pd = dz + i * stride, *px = x + i * stride;
+        float *pd = dy + i * stride;
+        const float *px = x + i * stride;
+        if (y) {
+            const float *py = y + i * stride;
+#pragma omp simd
+            for (int j = 0; j < hw; j++)
+                pd[j] = py[j] > 0 ? pd[j] : 0;
+        }
         int j = 0;
         for (; j + lanes <= hw; j += lanes)
-            for (int l = 0; l < lanes; l++)
-                acc[l] += (double)pd[j + l] * (px[j + l] - mean);
-        for (; j < hw; j++)
-            tail += (double)pd[j] * (px[j] - mean);
+            for (int l = 0; l < lanes; l++) {
+                acc[l] += pd[j + l];
+                acc_dev[l] += (double)pd[j + l] * (px[j + l] - mean);
+            }
+        for (; j < hw; j++) {
+            tail += pd[j];
+            tail_dev += (double)pd[j] * (px[j] - mean);
+        }
     }
-    return combine(acc, tail);
+    *sum_dz = combine(acc, tail);
+    *sum_dz_dev = combine(acc_dev, tail_dev);
 }
 
 void batchnorm_forward(batchnorm *bn, bool training, int n, int hw, const float *x,
@@ -152,19 +167,23 @@ void batchnorm_forward(batchnorm *bn, bool training, int n, int hw, const float 
             float *py = y + (size_t)c * hw + i * stride;
             const float *pr = residual ? residual + (size_t)c * hw + i * stride : NULL;
             if (pr && relu) {
+#pragma omp simd
                 for (int j = 0; j < hw; j++) {
                     float v = (px[j] - fmean) * scale + shift + pr[j];
                     py[j] = v < 0 ? 0 : v;
                 }
             } else if (pr) {
+#pragma omp simd
                 for (int j = 0; j < hw; j++)
                     py[j] = (px[j] - fmean) * scale + shift + pr[j];
             } else if (relu) {
+#pragma omp simd
                 for (int j = 0; j < hw; j++) {
                     float v = (px[j] - fmean) * scale + shift;
                     py[j] = v < 0 ? 0 : v;
                 }
             } else {
+#pragma omp simd
                 for (int j = 0; j < hw; j++)
                     py[j] = (px[j] - fmean) * scale + shift;
             }
@@ -181,16 +200,7 @@ void batchnorm_backward(batchnorm *bn, bool training, int n, int hw, const float
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
         const size_t off = (size_t)c * hw;
-        if (relu)
-            for (int i = 0; i < n; i++) {
-                const float *py = y + off + i * stride;
-                float *pd = dy + off + i * stride;
-                for (int j = 0; j < hw; j++)
-                    if (!(py[j] > 0))
-                        pd[j] = 0;
-            }
-        // dz is now the gradient at the normalised-and-shifted value.
-        const float *dz = dy + off, *xc = x + off;
+        const float *xc = x + off;
         double mean, invstd;
         if (training) {
             mean = bn->batch_mean[c];
@@ -199,8 +209,10 @@ void batchnorm_backward(batchnorm *bn, bool training, int n, int hw, const float
             mean = bn->running_mean[c];
             invstd = 1.0 / sqrt((double)bn->running_var[c] + bn->eps);
         }
-        double sum_dz = channel_sum(dz, n, hw, stride);
-        double sum_dz_dev = channel_sum_dot_dev(dz, xc, n, hw, stride, mean);
+        double sum_dz, sum_dz_dev;
+        channel_grad_sums(dy + off, relu ? y + off : NULL, xc, n, hw, stride, mean, &sum_dz,
+                          &sum_dz_dev);
+        const float *dz = dy + off;
         bn->bias_grad[c] += (float)sum_dz;
         bn->weight_grad[c] += (float)(sum_dz_dev * invstd);
 
@@ -217,6 +229,7 @@ void batchnorm_backward(batchnorm *bn, bool training, int n, int hw, const float
         for (int i = 0; i < n; i++) {
             const float *pd = dz + i * stride, *px = xc + i * stride;
             float *po = dx + off + i * stride;
+#pragma omp simd
             for (int j = 0; j < hw; j++)
                 po[j] = fa * pd[j] + fb * (px[j] - fmean) + fk;
         }

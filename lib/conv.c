@@ -181,8 +181,14 @@ static void col2im(const conv2d *c, const geometry *g, int nb, const float *cols
                 for (int oy = oy_lo; oy < oy_hi; oy++) {
                     float *d = dst + (size_t)(oy * s - p + ky) * g->w;
                     const float *sr = src + (size_t)oy * g->ow;
-                    for (int ox = ox_lo; ox < ox_hi; ox++)
-                        d[ox * s - p + kx] += sr[ox];
+                    if (s == 1) {
+#pragma omp simd
+                        for (int ox = ox_lo; ox < ox_hi; ox++)
+                            d[ox - p + kx] += sr[ox];
+                    } else {
+                        for (int ox = ox_lo; ox < ox_hi; ox++)
+                            d[ox * s - p + kx] += sr[ox];
+                    }
                 }
             }
         }
