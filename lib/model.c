@@ -126,8 +126,7 @@ void model_freeze_encoder(model *m)
 static void free_buffers(model *m)
 {
     free(m->features);
-    free(m->proj);
-    free(m->logits);
+    free(m->logits);  // proj is the last head layer's bn_out
     free(m->dfeatures);
     free(m->dhead[0]);
     free(m->dhead[1]);
