@@ -109,16 +109,23 @@ void resnet_init(resnet *m, const resnet_config *cfg, uint64_t seed)
 
     // torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu") for
     // every conv; BN weights 1 and biases 0 are batchnorm_init's values.
-    // Each conv draws from its own stream (seed, parameter index), so a
-    // weight does not depend on the sizes of the layers before it.
+    // Each output channel of each conv draws from its own stream (seed,
+    // parameter index, channel): a weight depends neither on the sizes of
+    // the layers before it nor on the thread count, and a 4x ResNet-50's
+    // 375M weights are drawn in parallel.
     for (int i = 0; i < m->params.count; i++) {
         param_t *p = &m->params.items[i];
         if (p->rank != 4)
             continue;
         double std = sqrt(2.0 / (double)(p->shape[0] * p->shape[2] * p->shape[3]));
-        rng_t r = rng_make(seed, (uint64_t)i, 0, 0);
-        for (size_t j = 0; j < p->n; j++)
-            p->w[j] = (float)(std * rng_normal(&r));
+        size_t per_channel = p->n / (size_t)p->shape[0];
+#pragma omp parallel for schedule(static)
+        for (int64_t oc = 0; oc < p->shape[0]; oc++) {
+            rng_t r = rng_make(seed, (uint64_t)i, (uint64_t)oc, 0);
+            float *w = p->w + (size_t)oc * per_channel;
+            for (size_t j = 0; j < per_channel; j++)
+                w[j] = (float)(std * rng_normal(&r));
+        }
     }
 }
 

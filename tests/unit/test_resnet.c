@@ -78,6 +78,31 @@ TEST(names_and_shapes)
     resnet_free(&m);
 }
 
+// Kaiming normal, fan_out: std sqrt(2 / (out_ch k k)); same seed, same
+// weights; BN gamma 1, beta 0.
+TEST(initial_values)
+{
+    resnet a, b;
+    resnet_config cfg = {.depth = 18, .width = 1, .stem = RESNET_STEM_LARGE, .in_ch = 3};
+    resnet_init(&a, &cfg, 42);
+    resnet_init(&b, &cfg, 42);
+    param_t *p = param_find(&a.params, "layer1.0.conv2.weight");
+    double sum = 0, sq = 0;
+    for (size_t j = 0; j < p->n; j++)
+        sum += p->w[j], sq += (double)p->w[j] * p->w[j];
+    double mean = sum / p->n, std = sqrt(sq / p->n - mean * mean);
+    EXPECT_CLOSE(std, sqrt(2.0 / (64 * 9)), 0, 0.02);
+    EXPECT(fabs(mean) < 4 * std / sqrt((double)p->n));
+    for (int i = 0; i < a.params.count; i++)
+        EXPECT(memcmp(a.params.items[i].w, b.params.items[i].w, a.params.items[i].n * 4) == 0);
+    resnet_free(&b);
+    resnet_init(&b, &cfg, 43);
+    EXPECT(memcmp(p->w, param_find(&b.params, "layer1.0.conv2.weight")->w, p->n * 4) != 0);
+    EXPECT(a.bn1.weight[5] == 1 && a.bn1.bias[5] == 0);
+    resnet_free(&a);
+    resnet_free(&b);
+}
+
 // ---- the closed-form values of make_resnet_fixtures.py -----------------
 
 static double hash24(uint64_t tensor, uint64_t index)
@@ -304,6 +329,7 @@ int main(int argc, char **argv)
     blas_init(0);
     RUN(parameter_counts);
     RUN(names_and_shapes);
+    RUN(initial_values);
     RUN(torch_parity);
     RUN(same_bytes_with_1_and_2_threads);
     conv_workspace_release();
