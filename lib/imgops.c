@@ -1,5 +1,12 @@
 #include "imgops.h"
 
+// GCC 12 leaves loops with selects and divisions (saturation, hue) scalar
+// under its default -ftrapping-math: it will not turn their conditions into
+// vector blends.  Not trapping changes no value, only floating-point
+// exception flags, which nothing reads.  File-wide, so that the small
+// inline helpers below are compiled alike and still inline.
+#pragma GCC optimize("no-trapping-math")
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,22 +55,35 @@ typedef struct {
 // grows with the downscaling factor, taps outside [0, in_size) are dropped
 // and the rest renormalised.  `gain` multiplies every weight (it turns raw
 // u8/u16 values into [0, 1]); `mirror` reverses the output order.
+// Output i of an axis reads inputs [*x0, *x1): the neighbours of its centre
+// within the support, inside the image.  Returns the centre.
+static double tap_range(int i, double box_lo, double scale, double support, int in_size,
+                        int *x0, int *x1)
+{
+    double centre = box_lo + (i + 0.5) * scale;
+    int lo = (int)floor(centre - support + 0.5), hi = (int)floor(centre + support + 0.5);
+    *x0 = lo < 0 ? 0 : lo;
+    *x1 = hi > in_size ? in_size : hi;
+    return centre;
+}
+
 static axis_taps make_axis(int in_size, double box_lo, double box_hi, int n, bool mirror,
                            float gain, img_scratch *mem)
 {
     double scale = (box_hi - box_lo) / n;
     double support = scale > 1 ? scale : 1;
-    axis_taps a;
-    a.taps = (int)ceil(support) * 2 + 1;
+    axis_taps a = {.taps = 1};
+    int x0, x1;
+    for (int i = 0; i < n; i++) {
+        tap_range(i, box_lo, scale, support, in_size, &x0, &x1);
+        a.taps = x1 - x0 > a.taps ? x1 - x0 : a.taps;
+    }
     char *p = img_scratch_get(mem, (size_t)n * a.taps * sizeof(float) + (size_t)n * sizeof(int));
     a.weight = (float *)p;
     a.first = (int *)(p + (size_t)n * a.taps * sizeof(float));
     int lo = in_size, hi = 0;
     for (int i = 0; i < n; i++) {
-        double centre = box_lo + (i + 0.5) * scale;
-        int x0 = (int)floor(centre - support + 0.5), x1 = (int)floor(centre + support + 0.5);
-        x0 = x0 < 0 ? 0 : x0;
-        x1 = x1 > in_size ? in_size : x1;
+        double centre = tap_range(i, box_lo, scale, support, in_size, &x0, &x1);
         int count = x1 - x0;
         double total = 0;
         for (int k = 0; k < count; k++)
@@ -304,8 +324,8 @@ void img_saturation(float *rgb, size_t n, float factor)
 #pragma omp simd
     for (size_t i = 0; i < n; i++) {
         float hi = max2(r[i], max2(g[i], b[i])), lo = min2(r[i], min2(g[i], b[i]));
-        float chroma = hi - lo;
-        float k = chroma > 0 ? min2(factor, hi / chroma) : 0;
+        float chroma = hi - lo, safe = chroma > 0 ? chroma : 1;
+        float k = min2(factor, hi / safe);
         r[i] = hi - (hi - r[i]) * k;
         g[i] = hi - (hi - g[i]) * k;
         b[i] = hi - (hi - b[i]) * k;
@@ -324,8 +344,9 @@ void img_hue(float *rgb, size_t n, float delta)
     for (size_t i = 0; i < n; i++) {
         float R = r[i], G = g[i], B = b[i];
         float hi = max2(R, max2(G, B)), lo = min2(R, min2(G, B));
-        float chroma = hi - lo, safe = chroma > 0 ? chroma : 1;
-        float h = hi == R ? (G - B) / safe : hi == G ? 2 + (B - R) / safe : 4 + (R - G) / safe;
+        float chroma = hi - lo, inv = 1 / (chroma > 0 ? chroma : 1);
+        float from_r = (G - B) * inv, from_g = 2 + (B - R) * inv, from_b = 4 + (R - G) * inv;
+        float h = hi == R ? from_r : hi == G ? from_g : from_b;
         h += shift;                       // now in [-4, 9)
         h += h < 0 ? 6 : 0;
         h -= h >= 6 ? 6 : 0;
@@ -371,47 +392,48 @@ void img_blur(float *x, int channels, int h, int w, float sigma, int r, img_work
 {
     if (r <= 0)
         return;
-    float kernel[2 * r + 1];
+    // kernel[k] weighs the samples at distance k (both sides).
+    float kernel[r + 1];
     double total = 0;
     for (int k = -r; k <= r; k++)
         total += exp(-(double)k * k / (2.0 * sigma * sigma));
-    for (int k = -r; k <= r; k++)
-        kernel[k + r] = (float)(exp(-(double)k * k / (2.0 * sigma * sigma)) / total);
-    // tmp: a padded row (w + 2r), then a plane (h, w) for the column pass.
+    for (int k = 0; k <= r; k++)
+        kernel[k] = (float)(exp(-(double)k * k / (2.0 * sigma * sigma)) / total);
+    // A padded row (w + 2r), then a plane (h, w) for the column pass.
     float *row = img_scratch_get(&ws->blur, ((size_t)w + 2 * r + (size_t)h * w) * sizeof(float));
-    float *plane_tmp = row + w + 2 * r;
+    float *centre = row + r, *rows_done = row + w + 2 * r;
     for (int c = 0; c < channels; c++) {
         float *plane = x + (size_t)c * h * w;
         for (int y = 0; y < h; y++) {
-            float *src = plane + (size_t)y * w, *dst = plane_tmp + (size_t)y * w;
-            memcpy(row + r, src, (size_t)w * sizeof(float));
+            float *src = plane + (size_t)y * w, *dst = rows_done + (size_t)y * w;
+            memcpy(centre, src, (size_t)w * sizeof(float));
             for (int k = 1; k <= r; k++) {
-                row[r - k] = src[reflect(-k, w)];
-                row[r + w - 1 + k] = src[reflect(w - 1 + k, w)];
+                centre[-k] = src[reflect(-k, w)];
+                centre[w - 1 + k] = src[reflect(w - 1 + k, w)];
             }
 #pragma omp simd
             for (int i = 0; i < w; i++)
-                dst[i] = kernel[0] * row[i];
-            for (int k = 1; k <= 2 * r; k++) {
+                dst[i] = kernel[0] * centre[i];
+            for (int k = 1; k <= r; k++) {
                 float wk = kernel[k];
-                const float *s = row + k;
 #pragma omp simd
                 for (int i = 0; i < w; i++)
-                    dst[i] += wk * s[i];
+                    dst[i] += wk * (centre[i - k] + centre[i + k]);
             }
         }
         for (int y = 0; y < h; y++) {
             float *dst = plane + (size_t)y * w;
-            const float *s0 = plane_tmp + (size_t)reflect(y - r, h) * w;
+            const float *mid = rows_done + (size_t)y * w;
 #pragma omp simd
             for (int i = 0; i < w; i++)
-                dst[i] = kernel[0] * s0[i];
-            for (int k = 1; k <= 2 * r; k++) {
-                const float *s = plane_tmp + (size_t)reflect(y - r + k, h) * w;
+                dst[i] = kernel[0] * mid[i];
+            for (int k = 1; k <= r; k++) {
+                const float *up = rows_done + (size_t)reflect(y - k, h) * w;
+                const float *down = rows_done + (size_t)reflect(y + k, h) * w;
                 float wk = kernel[k];
 #pragma omp simd
                 for (int i = 0; i < w; i++)
-                    dst[i] += wk * s[i];
+                    dst[i] += wk * (up[i] + down[i]);
             }
         }
     }

@@ -14,13 +14,14 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
-#include <omp.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "augment.h"
 #include "cli.h"
+#include "jobs.h"
 #include "stream.h"
 #include "util.h"
 
@@ -98,8 +99,14 @@ typedef struct {
 } slot;
 
 typedef struct {
+    int slot, view;           // indices: the slots may move while the window fills
+} job_ref;
+
+typedef struct {
     slot *slots;
     int count, cap;
+    job_ref *jobs;            // every view of the window's records
+    int njobs, jobs_cap;
 } window;
 
 typedef struct {
@@ -175,7 +182,8 @@ static int default_threads(void)
             die(NULL, "MEDSSL_THREADS=%s: expected a thread count >= 1", s);
         return (int)n;
     }
-    return omp_get_num_procs();
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
 }
 
 static void parse_options(state *st, int argc, char **argv)
@@ -364,6 +372,7 @@ static void take_record(state *st, slot *s)
 static void read_window(state *st, window *w)
 {
     w->count = 0;
+    w->njobs = 0;
     int records = 0;
     size_t bytes = 0;
     mts_frame f;
@@ -402,6 +411,12 @@ static void read_window(state *st, window *w)
         } else {
             take_record(st, s);
             records++;
+            if (w->njobs + s->nviews > w->jobs_cap) {
+                w->jobs_cap = 2 * w->jobs_cap + NKEYS;
+                w->jobs = xrealloc(w->jobs, (size_t)w->jobs_cap * sizeof *w->jobs);
+            }
+            for (int k = 0; k < s->nviews; k++)
+                w->jobs[w->njobs++] = (job_ref){w->count - 1, k};
         }
     }
 }
@@ -435,6 +450,20 @@ static void augment_view(const state *st, const slot *s, view_job *v, thread_scr
         img_to_u8(x, c->channels, n, v->out);
     else
         img_normalize(x, c->channels, n, st->mean, st->std, x);
+}
+
+typedef struct {
+    const state *st;
+    const window *w;
+    thread_scratch *scratch;  // (threads,)
+} augmenting;
+
+static void augment_job(void *ctx, int index, int worker)
+{
+    augmenting *a = ctx;
+    job_ref j = a->w->jobs[index];
+    slot *s = &a->w->slots[j.slot];
+    augment_view(a->st, s, &s->views[j.view], &a->scratch[worker]);
 }
 
 // ---- writing -------------------------------------------------------------------------
@@ -583,33 +612,26 @@ int main(int argc, char **argv)
     progress_init(&st.progress, 10);
     st.start = now_seconds();
 
-    thread_scratch *scratch = xcalloc((size_t)st.threads, sizeof *scratch);
+    augmenting ctx = {&st, NULL, xcalloc((size_t)st.threads, sizeof(thread_scratch))};
+    jobs *pool = jobs_start(st.threads);
     window windows[2] = {{0}};
     window *computing = &windows[0], *spare = &windows[1];
     read_window(&st, computing);
     bool spare_pending = false;  // spare holds augmented records not yet written
     while (computing->count > 0) {
-#pragma omp parallel num_threads(st.threads)
-#pragma omp single
-        {
-            for (int i = 0; i < computing->count; i++) {
-                slot *s = &computing->slots[i];
-                for (int k = 0; k < s->nviews; k++) {
-                    view_job *v = &s->views[k];
-#pragma omp task firstprivate(s, v)
-                    augment_view(&st, s, v, &scratch[omp_get_thread_num()]);
-                }
-            }
-            // Meanwhile, on this thread: the previous window out, the next in.
-            if (spare_pending)
-                write_window(&st, spare);
-            read_window(&st, spare);
-        }
+        ctx.w = computing;
+        jobs_submit(pool, computing->njobs, augment_job, &ctx);
+        // Meanwhile, on this thread: the previous window out, the next in.
+        if (spare_pending)
+            write_window(&st, spare);
+        read_window(&st, spare);
+        jobs_wait(pool);
         window *t = computing;
         computing = spare;
         spare = t;
         spare_pending = true;
     }
+    jobs_stop(pool);
     if (spare_pending)
         write_window(&st, spare);
     if (!st.header_written)
