@@ -58,6 +58,27 @@ static void on_terminate(int sig)
     raise(sig);
 }
 
+static volatile sig_atomic_t *stop_flag;
+
+static void on_stop(int sig)
+{
+    if (stop_flag && !*stop_flag) {
+        *stop_flag = sig;
+        return;
+    }
+    on_terminate(sig);
+}
+
+void on_stop_signal(volatile sig_atomic_t *flag)
+{
+    stop_flag = flag;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
 void util_init(const char *argv0)
 {
     if (argv0 && *argv0) {

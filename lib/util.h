@@ -7,6 +7,7 @@
 #ifndef MEDSSL_UTIL_H
 #define MEDSSL_UTIL_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdnoreturn.h>
@@ -44,6 +45,12 @@ size_t add_size(size_t a, size_t b, const char *what);
 // SIGHUP, handled by util_init) removes them: no half-written output survives.
 void temp_register(const char *path);
 void temp_release(const char *path);   // after the rename, or after unlinking
+
+// For long jobs that stop cleanly: the first SIGINT or SIGTERM stores the
+// signal number in *flag (the job notices it between steps, saves its work
+// and exits 128 + signal); a second one stops at once, as util_init's
+// default handling does.
+void on_stop_signal(volatile sig_atomic_t *flag);
 
 // Monotonic wall clock in seconds.
 double now_seconds(void);

@@ -1,0 +1,51 @@
+// train: what the tools that build models share (ntxent-step, finetune,
+// embed): the model options of the command line, and a model built from
+// them, from a checkpoint, or from both.
+#ifndef MEDSSL_TRAIN_H
+#define MEDSSL_TRAIN_H
+
+#include <getopt.h>
+#include <stdbool.h>
+
+#include "ckpt.h"
+#include "model.h"
+
+enum {
+    OPT_MODEL = 1000, OPT_WIDTH, OPT_STEM, OPT_IN_CH, OPT_HEAD_LAYERS, OPT_HEAD_HIDDEN, OPT_PROJ_DIM,
+};
+
+#define MODEL_LONGOPTS                                                                     \
+    {"model", required_argument, 0, OPT_MODEL}, {"width", required_argument, 0, OPT_WIDTH}, \
+    {"stem", required_argument, 0, OPT_STEM}, {"in-ch", required_argument, 0, OPT_IN_CH},  \
+    {"head-layers", required_argument, 0, OPT_HEAD_LAYERS},                                \
+    {"head-hidden", required_argument, 0, OPT_HEAD_HIDDEN},                                \
+    {"proj-dim", required_argument, 0, OPT_PROJ_DIM}
+
+#define MODEL_OPTIONS_HELP                                                                  \
+    "model (ignored when a checkpoint gives the model, unless they conflict):\n"          \
+    "      --model NAME        resnet18, resnet34, resnet50, resnet101, resnet152 (default resnet50)\n" \
+    "      --width W           channel multiplier: 1, 2, 4, or 0.5, 0.25 (default 1)\n"    \
+    "      --stem S            large: 7x7/2 conv + max pool; small: 3x3/1, no pool (default large)\n" \
+    "      --in-ch C           image channels, 1 or 3 (default: the stream's)\n"           \
+    "      --head-layers L     projection head layers: 2 or 3, 0 for none (default 3)\n"   \
+    "      --head-hidden D     hidden width of the head (default: the encoder's width)\n"  \
+    "      --proj-dim D        projection width (default 128)\n"
+
+typedef struct {
+    model_config cfg;
+    unsigned given;   // which options the user gave (bits by OPT_* - OPT_MODEL)
+} model_opts;
+
+void model_opts_init(model_opts *o);
+// Handles one of the MODEL_LONGOPTS; false for any other option.
+bool model_opts_parse(model_opts *o, int opt, const char *arg);
+bool model_opts_given(const model_opts *o, int opt);
+
+// The configuration to build: the checkpoint's (when ckpt_cfg is not NULL)
+// with the options the user gave on top.  An option that contradicts the
+// checkpoint's encoder dies with both values.  in_ch fills from the stream
+// when neither gives it.
+model_config model_opts_resolve(const model_opts *o, const model_config *ckpt_cfg, const char *ckpt_path,
+                                int stream_channels);
+
+#endif

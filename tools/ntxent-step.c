@@ -1,0 +1,264 @@
+// ntxent-step: contrastive pretraining (SimCLR, MICLe) from a stream of
+// augmented pairs: encoder + projection head, NT-Xent, backward, LARS,
+// warmup + cosine; checkpoints, resumable (see ntxent-step(1)).
+//
+//   pair-sample ... | augment ... | ntxent-step --batch 256 -o run.ckpt
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "batch.h"
+#include "blas.h"
+#include "ckpt.h"
+#include "cli.h"
+#include "loss.h"
+#include "model.h"
+#include "optim.h"
+#include "schedule.h"
+#include "train.h"
+#include "util.h"
+
+static const char usage_text[] =
+    "usage: ntxent-step [options] -o OUT.ckpt [PAIRS]\n"
+    "Contrastive pretraining from augmented pairs (standard input when no PAIRS).\n"
+    "\n"
+    "  -o, --output FILE       the checkpoint (rewritten atomically at every save)\n"
+    "  -b, --batch N           pairs per step (default 256)\n"
+    "      --tau T             NT-Xent temperature (default 0.1; 0.2 suits small batches)\n"
+    "      --lr LR             base learning rate (default 0.3), scaled by the batch:\n"
+    "      --lr-scaling S      linear: LR x N/256 (default); sqrt: LR x sqrt(N)\n"
+    "      --optimizer O       lars (default), sgd or adamw\n"
+    "      --momentum M        (default 0.9)\n"
+    "      --weight-decay WD   (default 1e-6)\n"
+    "      --warmup-epochs E   linear warmup (default 10), then cosine decay to 0\n"
+    "      --epochs E          schedule length (default: the stream header's)\n"
+    "      --pairs-per-epoch P (default: the stream header's)\n"
+    "      --init CKPT         start from another checkpoint's encoder (and its head when\n"
+    "                          it has the same shape): step 2 of the protocol\n"
+    "      --resume CKPT       continue a run exactly (feed pair-sample --start STEP x N)\n"
+    "      --save-every K      also save every K steps (default 0: at the end only)\n"
+    "      --log FILE          per-step TSV: step epoch loss pos_acc lr images_per_s\n"
+    "      --seed S            initial weights (default 0)\n"
+    "  -T, --threads N         threads (default: all cores; MEDSSL_THREADS)\n"
+    "  -q, --quiet             no progress\n"
+    "  -h, --help, -V, --version\n"
+    MODEL_OPTIONS_HELP;
+
+enum { OPT_TAU = 2000, OPT_LR, OPT_SCALING, OPT_OPTIM, OPT_MOMENTUM, OPT_WD, OPT_WARMUP, OPT_EPOCHS, OPT_PPE,
+       OPT_INIT, OPT_RESUME, OPT_SAVE_EVERY, OPT_LOG, OPT_SEED };
+
+int main(int argc, char **argv)
+{
+    util_init(argv[0]);
+    model_opts mo;
+    model_opts_init(&mo);
+    const char *output = NULL, *init = NULL, *resume = NULL, *log_path = NULL;
+    int batch = 256, threads = 0;
+    double tau = 0.1, base_lr = 0.3, momentum = 0.9, weight_decay = 1e-6, warmup_epochs = 10;
+    int64_t epochs = 0, pairs_per_epoch = 0, save_every = 0;
+    uint64_t seed = 0;
+    lr_scaling scaling = LR_SCALING_LINEAR;
+    optim_kind okind = OPTIM_LARS;
+    bool quiet = false;
+    static const struct option longopts[] = {
+        {"output", required_argument, 0, 'o'}, {"batch", required_argument, 0, 'b'},
+        {"tau", required_argument, 0, OPT_TAU}, {"lr", required_argument, 0, OPT_LR},
+        {"lr-scaling", required_argument, 0, OPT_SCALING}, {"optimizer", required_argument, 0, OPT_OPTIM},
+        {"momentum", required_argument, 0, OPT_MOMENTUM}, {"weight-decay", required_argument, 0, OPT_WD},
+        {"warmup-epochs", required_argument, 0, OPT_WARMUP}, {"epochs", required_argument, 0, OPT_EPOCHS},
+        {"pairs-per-epoch", required_argument, 0, OPT_PPE}, {"init", required_argument, 0, OPT_INIT},
+        {"resume", required_argument, 0, OPT_RESUME}, {"save-every", required_argument, 0, OPT_SAVE_EVERY},
+        {"log", required_argument, 0, OPT_LOG}, {"seed", required_argument, 0, OPT_SEED},
+        {"threads", required_argument, 0, 'T'}, {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, MODEL_LONGOPTS, {0, 0, 0, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "o:b:T:qhV", longopts, NULL)) != -1) {
+        if (model_opts_parse(&mo, opt, optarg))
+            continue;
+        switch (opt) {
+        case 'o': output = optarg; break;
+        case 'b': batch = (int)cli_int("--batch", optarg, 2, 1 << 16); break;
+        case OPT_TAU: tau = cli_double("--tau", optarg, 1e-4, 100); break;
+        case OPT_LR: base_lr = cli_double("--lr", optarg, 0, 1e4); break;
+        case OPT_SCALING:
+            if (!lr_scaling_parse(optarg, &scaling))
+                die_usage("--lr-scaling: '%s' is not linear or sqrt", optarg);
+            break;
+        case OPT_OPTIM:
+            if (!optim_kind_parse(optarg, &okind))
+                die_usage("--optimizer: '%s' is not lars, sgd or adamw", optarg);
+            break;
+        case OPT_MOMENTUM: momentum = cli_double("--momentum", optarg, 0, 1); break;
+        case OPT_WD: weight_decay = cli_double("--weight-decay", optarg, 0, 1); break;
+        case OPT_WARMUP: warmup_epochs = cli_double("--warmup-epochs", optarg, 0, 1e6); break;
+        case OPT_EPOCHS: epochs = cli_int("--epochs", optarg, 1, 1 << 30); break;
+        case OPT_PPE: pairs_per_epoch = cli_int("--pairs-per-epoch", optarg, 1, INT64_MAX / 2); break;
+        case OPT_INIT: init = optarg; break;
+        case OPT_RESUME: resume = optarg; break;
+        case OPT_SAVE_EVERY: save_every = cli_int("--save-every", optarg, 0, INT64_MAX); break;
+        case OPT_LOG: log_path = optarg; break;
+        case OPT_SEED: seed = (uint64_t)cli_int("--seed", optarg, 0, INT64_MAX); break;
+        case 'T': threads = (int)cli_int("--threads", optarg, 1, 1024); break;
+        case 'q': quiet = true; break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        case 'V':
+            blas_init(threads);
+            cli_version(blas_description());
+            return 0;
+        default: die_usage("unknown option");
+        }
+    }
+    if (!output)
+        die_usage("no output: name the checkpoint with -o");
+    if (optind < argc - 1)
+        die_usage("at most one input stream");
+    if (init && resume)
+        die_usage("--init and --resume exclude each other (--resume continues a run, --init starts one)");
+    blas_init(threads);
+
+    batch_reader *in = batch_open(optind < argc ? argv[optind] : NULL, 2,
+                                  "pair records from pair-sample | augment");
+    if (!batch_peek(in))
+        die(batch_name(in), "no pair records in the stream");
+    int c, h, w;
+    batch_shape(in, &c, &h, &w);
+    const stream_info *si = batch_info(in);
+    if (!pairs_per_epoch)
+        pairs_per_epoch = si->pairs_per_epoch;
+    if (!epochs)
+        epochs = si->epochs;
+    if (!pairs_per_epoch || !epochs)
+        die(batch_name(in), "the stream header gives no pairs_per_epoch/epochs: give --pairs-per-epoch and --epochs");
+
+    // The model: fresh, from --init, or from --resume.
+    model_config ckcfg;
+    ckpt_info info = {.loss = NAN};
+    const char *from = resume ? resume : init;
+    char err[300];
+    if (from && !ckpt_read_header(from, &ckcfg, &info, err, sizeof err))
+        die(from, "%s", err);
+    model_config cfg = model_opts_resolve(&mo, from ? &ckcfg : NULL, from, c);
+    if (cfg.head_layers == 0)
+        die_usage("--head-layers 0: contrastive training needs a projection head");
+    cfg.classes = 0;
+    model m;
+    model_init(&m, &cfg, seed);
+    optim_config oc = optim_defaults(okind);
+    oc.momentum = okind == OPTIM_ADAMW ? oc.momentum : momentum;
+    oc.weight_decay = weight_decay;
+    optimizer *o = optim_create(&m.params, &oc);
+    int64_t step = 0;
+    if (resume) {
+        if (strcmp(info.optimizer, optim_kind_name(okind)) != 0)
+            die(resume, "saved with optimizer '%s', this run uses '%s'", info.optimizer, optim_kind_name(okind));
+        ckpt_load(resume, &m, o, CKPT_ENCODER | CKPT_HEAD | CKPT_STATE);
+        step = info.step;
+        if (si->start != step * batch)
+            die(batch_name(in), "the stream starts at pair %lld, the checkpoint is at pair %lld (step %lld x "
+                "batch %d): run pair-sample --start %lld", (long long)si->start, (long long)(step * batch),
+                (long long)step, batch, (long long)(step * batch));
+    } else if (init) {
+        bool same_head = ckcfg.head_layers == cfg.head_layers && ckcfg.proj_dim == cfg.proj_dim &&
+                         ckcfg.head_hidden == cfg.head_hidden;
+        ckpt_load(init, &m, NULL, CKPT_ENCODER | (same_head ? CKPT_HEAD : 0));
+        if (!quiet)
+            fprintf(stderr, "ntxent-step: %s: initialised the encoder%s\n", init,
+                    same_head ? " and the projection head" : " (the head is new: its shape differs)");
+    }
+    ckpt_info_free(&info);
+
+    lr_schedule sched = lr_schedule_simclr(base_lr, scaling, batch, pairs_per_epoch, epochs, warmup_epochs);
+    FILE *log = NULL;
+    if (log_path) {
+        log = fopen(log_path, resume ? "a" : "w");
+        if (!log)
+            die(log_path, "cannot open: %s", strerror(errno));
+        if (!resume)
+            fprintf(log, "step\tepoch\tloss\tpos_acc\tlr\timages_per_s\n");
+    }
+    if (!quiet) {
+        char desc[200];
+        model_describe(&cfg, desc, sizeof desc);
+        fprintf(stderr, "ntxent-step: %s, %zu parameters; %s; batch %d, %lld steps, peak lr %g, tau %g\n", desc,
+                param_count(&m.params), blas_description(), batch, (long long)sched.total_steps, sched.peak_lr, tau);
+    }
+
+    size_t plane = (size_t)c * h * w;
+    float *x = xaligned_alloc((size_t)2 * batch * plane * sizeof(float));
+    float *dz = xaligned_alloc((size_t)2 * batch * cfg.proj_dim * sizeof(float));
+    volatile sig_atomic_t stop = 0;
+    on_stop_signal(&stop);
+    progress_t prog;
+    progress_init(&prog, 30);
+    double t_start = now_seconds(), loss_avg = NAN;
+    int64_t first_step = step;
+    float last_loss = NAN;
+    ckpt_info save = {.loss = NAN};
+    for (;;) {
+        int n = batch_next(in, batch, x, NULL);
+        if (n < batch) {
+            if (n > 0 && !quiet)
+                fprintf(stderr, "ntxent-step: dropped the last %d pairs (less than a batch)\n", n);
+            break;
+        }
+        double t0 = now_seconds();
+        param_zero_grad(&m.params);
+        model_forward(&m, true, 2 * n, h, w, x);
+        int correct = 0;
+        float loss = ntxent_loss(m.proj, 2 * n, cfg.proj_dim, 0, 2 * n, (float)tau, dz, &correct);
+        if (!isfinite(loss))
+            die("training", "step %lld: the loss is %g; stopping (the last checkpoint, if any, is intact; "
+                "try a lower --lr or a higher --tau)", (long long)step, loss);
+        model_backward(&m, dz, NULL);
+        double lr = lr_at(&sched, step);
+        optim_step(o, lr);
+        step++;
+        last_loss = loss;
+        loss_avg = isnan(loss_avg) ? loss : 0.98 * loss_avg + 0.02 * loss;
+        double dt = now_seconds() - t0, epoch = (double)(step * batch) / pairs_per_epoch;
+        if (log) {
+            fprintf(log, "%lld\t%.4f\t%.6f\t%.4f\t%.6g\t%.1f\n", (long long)step, epoch, loss,
+                    (double)correct / (2 * n), lr, 2 * n / dt);
+            fflush(log);
+        }
+        if (!quiet) {
+            double el = now_seconds() - t_start, per = el / (double)(step - first_step);
+            progress_update(&prog, "step %lld/%lld epoch %.2f loss %.4f (avg %.4f) pos-acc %.3f lr %.4g %.1f img/s %.0f s left",
+                            (long long)step, (long long)sched.total_steps, epoch, loss, loss_avg,
+                            (double)correct / (2 * n), lr, 2 * n / dt, per * (double)(sched.total_steps - step));
+        }
+        save = (ckpt_info){.step = step, .records = step * batch, .epoch = (int64_t)epoch, .loss = last_loss};
+        if ((save_every && step % save_every == 0) || stop)
+            ckpt_save(output, &m, o, &save, "ntxent-step", argc, argv);
+        if (stop) {
+            if (!quiet) {
+                progress_done(&prog);
+                fprintf(stderr, "ntxent-step: %s at step %lld: checkpoint saved to %s\n",
+                        stop == SIGINT ? "interrupted" : "terminated", (long long)step, output);
+            }
+            return 128 + stop;
+        }
+    }
+    if (!quiet)
+        progress_done(&prog);
+    if (step == first_step)
+        die(batch_name(in), "fewer pairs than one batch of %d: nothing trained", batch);
+    save = (ckpt_info){.step = step, .records = step * batch, .epoch = step * batch / pairs_per_epoch,
+                       .loss = last_loss};
+    ckpt_save(output, &m, o, &save, "ntxent-step", argc, argv);
+    if (!quiet)
+        fprintf(stderr, "ntxent-step: %lld steps, final loss %.4f, %.1f images/s; saved %s\n",
+                (long long)(step - first_step), last_loss,
+                2.0 * batch * (double)(step - first_step) / (now_seconds() - t_start), output);
+    if (log)
+        fclose(log);
+    free(x);
+    free(dz);
+    optim_free(o);
+    model_free(&m);
+    batch_close(in);
+    return 0;
+}
