@@ -468,10 +468,13 @@ static void augment_job(void *ctx, int index, int worker)
 
 // ---- writing -------------------------------------------------------------------------
 
+// Keys of an input header that augment writes itself, and "size" and
+// "dtype" (pair-sample's description of the pack's images), which no longer
+// describe the stream's images and are left out.
 static bool overridden_header_key(const msgpack_object *k)
 {
     static const char *const keys[] = {"mts", "tool", "args", "image_size", "image_dtype",
-                                       "channels", "image_mean", "image_std"};
+                                       "channels", "image_mean", "image_std", "size", "dtype"};
     if (k->type != MSGPACK_OBJECT_STR)
         return false;
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
@@ -610,6 +613,7 @@ int main(int argc, char **argv)
         st.sheet_tiles = xcalloc((size_t)st.sheet_count * 2, sizeof *st.sheet_tiles);
     st.limits = mts_limits_default();
     progress_init(&st.progress, 10);
+    st.progress.last = now_seconds();  // the first plain line after 10 s, not at once
     st.start = now_seconds();
 
     augmenting ctx = {&st, NULL, xcalloc((size_t)st.threads, sizeof(thread_scratch))};
