@@ -35,10 +35,12 @@ bool model_depth_parse(const char *name, int *depth)
 
 void model_describe(const model_config *c, char *buf, size_t len)
 {
-    snprintf(buf, len, "resnet%d x%g, %s stem, %d channel%s, head %s%d layers -> %d, %d classes",
-             c->encoder.depth, c->encoder.width, c->encoder.stem == RESNET_STEM_SMALL ? "small" : "large",
-             c->encoder.in_ch, c->encoder.in_ch == 1 ? "" : "s", c->head_layers ? "" : "none/",
-             c->head_layers, c->proj_dim, c->classes);
+    char head[64] = "no head";
+    if (c->head_layers)
+        snprintf(head, sizeof head, "head %d layers -> %d", c->head_layers, c->proj_dim);
+    snprintf(buf, len, "resnet%d x%g, %s stem, %d channel%s, %s, %d classes", c->encoder.depth,
+             c->encoder.width, c->encoder.stem == RESNET_STEM_SMALL ? "small" : "large", c->encoder.in_ch,
+             c->encoder.in_ch == 1 ? "" : "s", head, c->classes);
 }
 
 // PyTorch's nn.Linear initialisation: U(-1/sqrt(in), 1/sqrt(in)) for the

@@ -1,0 +1,397 @@
+// finetune: supervised training of a classifier on a pretrained (or random)
+// encoder: softmax (multi-class) or sigmoid (multi-label), full or linear,
+// with an optional validation stream choosing the best epoch (see
+// finetune(1)).
+//
+//   pair-sample --mode single -f 0.1 ... | augment ... | finetune --init pre.ckpt -o ft.ckpt
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "batch.h"
+#include "blas.h"
+#include "ckpt.h"
+#include "cli.h"
+#include "loss.h"
+#include "metrics.h"
+#include "model.h"
+#include "optim.h"
+#include "schedule.h"
+#include "train.h"
+#include "util.h"
+
+static const char usage_text[] =
+    "usage: finetune [options] (--init CKPT | --random-init) -o OUT.ckpt [IMAGES]\n"
+    "Supervised fine-tuning from labeled images (standard input when no IMAGES).\n"
+    "\n"
+    "  -o, --output FILE       the fine-tuned checkpoint (with --val: the best epoch's)\n"
+    "      --init CKPT         start from this checkpoint's encoder (pretrained)\n"
+    "      --random-init       start from random weights (the supervised baseline)\n"
+    "      --task T            multiclass or multilabel (default: the stream header's)\n"
+    "      --linear            train the classifier only: frozen encoder and batch norms\n"
+    "  -b, --batch N           images per step (default 64)\n"
+    "      --epochs E          epochs (default: the stream header's)\n"
+    "      --images-per-epoch P  (default: the stream header's pairs_per_epoch)\n"
+    "      --optimizer O       sgd (default, Nesterov momentum), lars or adamw\n"
+    "      --lr LR             base learning rate (default 0.1), scaled by the batch:\n"
+    "      --lr-scaling S      linear: LR x N/256 (default); sqrt: LR x sqrt(N)\n"
+    "      --momentum M        (default 0.9)\n"
+    "      --weight-decay WD   (default 1e-4; 0 with --linear is common)\n"
+    "      --warmup-epochs E   (default 0), then cosine decay to 0\n"
+    "      --val FILE          validation images (a file: read at the end of every epoch);\n"
+    "                          the epoch with the best accuracy (mean AUC) is kept\n"
+    "      --log FILE          per-epoch TSV: epoch step train_loss train_acc val_loss val_metric lr\n"
+    "      --seed S            classifier (and --random-init encoder) weights (default 0)\n"
+    "  -T, --threads N         threads (default: all cores; MEDSSL_THREADS)\n"
+    "  -q, --quiet             no progress\n"
+    "  -h, --help, -V, --version\n"
+    MODEL_OPTIONS_HELP;
+
+enum { OPT_INIT = 2000, OPT_RANDOM, OPT_TASK, OPT_LINEAR, OPT_EPOCHS, OPT_IPE, OPT_OPTIM, OPT_LR, OPT_SCALING,
+       OPT_MOMENTUM, OPT_WD, OPT_WARMUP, OPT_VAL, OPT_LOG, OPT_SEED };
+
+typedef struct {
+    bool multilabel;
+    int classes;
+    float *targets;   // multi-label (n, K)
+    int *labels;      // multi-class (n)
+} label_buf;
+
+// Gathers the batch's labels; dies on an unlabeled record.
+static void batch_labels(const batch_reader *in, const record_meta *meta, int n, label_buf *lb)
+{
+    for (int i = 0; i < n; i++) {
+        if (!meta[i].labeled)
+            die(batch_name(in), "case '%s' has no label: fine-tuning needs labeled records "
+                "(pair-sample --mode single --labeled-only)", meta[i].case_id);
+        if (lb->multilabel) {
+            if (!meta[i].labels)
+                die(batch_name(in), "case '%s': a class index in a multi-label task", meta[i].case_id);
+            for (int k = 0; k < lb->classes; k++)
+                lb->targets[(size_t)i * lb->classes + k] = meta[i].labels[k];
+        } else {
+            if (meta[i].labels)
+                die(batch_name(in), "case '%s': a multi-label target in a multi-class task", meta[i].case_id);
+            if (meta[i].label >= lb->classes)
+                die(batch_name(in), "case '%s': label %d out of range (%d classes)", meta[i].case_id,
+                    meta[i].label, lb->classes);
+            lb->labels[i] = meta[i].label;
+        }
+    }
+}
+
+// One pass over a validation file in eval mode: loss, and accuracy
+// (multi-class) or mean AUC over the labels that have both kinds (multi-label).
+static void validate(model *m, const char *path, int batch, label_buf *lb, double *loss, double *metric)
+{
+    batch_reader *in = batch_open(path, 1, "labeled image records (pair-sample --mode single | augment --eval)");
+    int c, h, w;
+    if (!batch_peek(in))
+        die(path, "no validation records");
+    batch_shape(in, &c, &h, &w);
+    float *x = xaligned_alloc((size_t)batch * c * h * w * sizeof(float));
+    record_meta *meta = xcalloc((size_t)batch, sizeof *meta);
+    int k = lb->classes;
+    size_t cap = 1024, rows = 0;
+    double *scores = xmalloc(cap * k * sizeof *scores);
+    uint8_t *pos = xmalloc(cap * k);
+    double sum = 0, correct = 0;
+    int n;
+    while ((n = batch_next(in, batch, x, meta)) > 0) {
+        batch_labels(in, meta, n, lb);
+        model_forward(m, false, n, h, w, x);
+        int right = 0;
+        float l = lb->multilabel ? sigmoid_bce(m->logits, lb->targets, n, k, NULL)
+                                 : softmax_xent(m->logits, lb->labels, n, k, NULL, &right);
+        sum += (double)l * n;
+        correct += right;
+        if (rows + n > cap) {
+            cap = 2 * (rows + n);
+            scores = xrealloc(scores, cap * k * sizeof *scores);
+            pos = xrealloc(pos, cap * k);
+        }
+        // Column-major (class by class) for metrics_auc.
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < k; j++) {
+                scores[(rows + i) * k + j] = m->logits[(size_t)i * k + j];
+                pos[(rows + i) * k + j] = lb->multilabel ? (uint8_t)lb->targets[(size_t)i * k + j]
+                                                         : (uint8_t)(lb->labels[i] == j);
+            }
+        rows += n;
+    }
+    *loss = sum / (double)rows;
+    if (!lb->multilabel) {
+        *metric = correct / (double)rows;
+    } else {
+        double *col = xmalloc(rows * sizeof *col);
+        uint8_t *pcol = xmalloc(rows);
+        double auc_sum = 0;
+        int defined = 0;
+        for (int j = 0; j < k; j++) {
+            for (size_t i = 0; i < rows; i++) {
+                col[i] = scores[i * k + j];
+                pcol[i] = pos[i * k + j];
+            }
+            metrics_auc_result a = metrics_auc(col, pcol, rows);
+            if (metrics_auc_defined(&a)) {
+                auc_sum += a.auc;
+                defined++;
+            }
+        }
+        *metric = defined ? auc_sum / defined : NAN;
+        free(col);
+        free(pcol);
+    }
+    free(scores);
+    free(pos);
+    free(meta);
+    free(x);
+    batch_close(in);
+}
+
+int main(int argc, char **argv)
+{
+    util_init(argv[0]);
+    model_opts mo;
+    model_opts_init(&mo);
+    const char *output = NULL, *init = NULL, *val = NULL, *log_path = NULL, *task = NULL;
+    bool random_init = false, linear_only = false, quiet = false;
+    int batch = 64, threads = 0;
+    int64_t epochs = 0, per_epoch = 0;
+    double base_lr = 0.1, momentum = 0.9, weight_decay = 1e-4, warmup_epochs = 0;
+    lr_scaling scaling = LR_SCALING_LINEAR;
+    optim_kind okind = OPTIM_SGD;
+    uint64_t seed = 0;
+    static const struct option longopts[] = {
+        {"output", required_argument, 0, 'o'}, {"init", required_argument, 0, OPT_INIT},
+        {"random-init", no_argument, 0, OPT_RANDOM}, {"task", required_argument, 0, OPT_TASK},
+        {"linear", no_argument, 0, OPT_LINEAR}, {"batch", required_argument, 0, 'b'},
+        {"epochs", required_argument, 0, OPT_EPOCHS}, {"images-per-epoch", required_argument, 0, OPT_IPE},
+        {"optimizer", required_argument, 0, OPT_OPTIM}, {"lr", required_argument, 0, OPT_LR},
+        {"lr-scaling", required_argument, 0, OPT_SCALING}, {"momentum", required_argument, 0, OPT_MOMENTUM},
+        {"weight-decay", required_argument, 0, OPT_WD}, {"warmup-epochs", required_argument, 0, OPT_WARMUP},
+        {"val", required_argument, 0, OPT_VAL}, {"log", required_argument, 0, OPT_LOG},
+        {"seed", required_argument, 0, OPT_SEED}, {"threads", required_argument, 0, 'T'},
+        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
+        MODEL_LONGOPTS, {0, 0, 0, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "o:b:T:qhV", longopts, NULL)) != -1) {
+        if (model_opts_parse(&mo, opt, optarg))
+            continue;
+        switch (opt) {
+        case 'o': output = optarg; break;
+        case OPT_INIT: init = optarg; break;
+        case OPT_RANDOM: random_init = true; break;
+        case OPT_TASK:
+            if (strcmp(optarg, "multiclass") != 0 && strcmp(optarg, "multilabel") != 0)
+                die_usage("--task: '%s' is not multiclass or multilabel", optarg);
+            task = optarg;
+            break;
+        case OPT_LINEAR: linear_only = true; break;
+        case 'b': batch = (int)cli_int("--batch", optarg, 1, 1 << 16); break;
+        case OPT_EPOCHS: epochs = cli_int("--epochs", optarg, 1, 1 << 30); break;
+        case OPT_IPE: per_epoch = cli_int("--images-per-epoch", optarg, 1, INT64_MAX / 2); break;
+        case OPT_OPTIM:
+            if (!optim_kind_parse(optarg, &okind))
+                die_usage("--optimizer: '%s' is not sgd, lars or adamw", optarg);
+            break;
+        case OPT_LR: base_lr = cli_double("--lr", optarg, 0, 1e4); break;
+        case OPT_SCALING:
+            if (!lr_scaling_parse(optarg, &scaling))
+                die_usage("--lr-scaling: '%s' is not linear or sqrt", optarg);
+            break;
+        case OPT_MOMENTUM: momentum = cli_double("--momentum", optarg, 0, 1); break;
+        case OPT_WD: weight_decay = cli_double("--weight-decay", optarg, 0, 1); break;
+        case OPT_WARMUP: warmup_epochs = cli_double("--warmup-epochs", optarg, 0, 1e6); break;
+        case OPT_VAL: val = optarg; break;
+        case OPT_LOG: log_path = optarg; break;
+        case OPT_SEED: seed = (uint64_t)cli_int("--seed", optarg, 0, INT64_MAX); break;
+        case 'T': threads = (int)cli_int("--threads", optarg, 1, 1024); break;
+        case 'q': quiet = true; break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        case 'V':
+            blas_init(threads);
+            cli_version(blas_description());
+            return 0;
+        default: die_usage("unknown option");
+        }
+    }
+    if (!output)
+        die_usage("no output: name the checkpoint with -o");
+    if (!init == !random_init)
+        die_usage("say where the encoder comes from: --init CKPT or --random-init");
+    if (optind < argc - 1)
+        die_usage("at most one input stream");
+    blas_init(threads);
+
+    batch_reader *in = batch_open(optind < argc ? argv[optind] : NULL, 1,
+                                  "labeled image records (pair-sample --mode single | augment)");
+    if (!batch_peek(in))
+        die(batch_name(in), "no image records in the stream");
+    int c, h, w;
+    batch_shape(in, &c, &h, &w);
+    const stream_info *si = batch_info(in);
+    if (!task)
+        task = si->task;
+    if (strcmp(task, "multiclass") != 0 && strcmp(task, "multilabel") != 0)
+        die(batch_name(in), "the stream has no labels for a task (header task '%s'): give labeled images", task);
+    if (si->nclasses < 1)
+        die(batch_name(in), "the stream header names no classes");
+    if (!per_epoch)
+        per_epoch = si->pairs_per_epoch;
+    if (!epochs)
+        epochs = si->epochs;
+    if (!per_epoch || !epochs)
+        die(batch_name(in), "the header gives no pairs_per_epoch/epochs: give --images-per-epoch and --epochs");
+
+    model_config ckcfg;
+    ckpt_info info = {.loss = NAN};
+    char err[300];
+    if (init && !ckpt_read_header(init, &ckcfg, &info, err, sizeof err))
+        die(init, "%s", err);
+    ckpt_info_free(&info);
+    model_config cfg = model_opts_resolve(&mo, init ? &ckcfg : NULL, init, c);
+    cfg.head_layers = 0;  // a fine-tuned model has no projection head
+    cfg.classes = si->nclasses;
+    model m;
+    model_init(&m, &cfg, seed);
+    if (init)
+        ckpt_load(init, &m, NULL, CKPT_ENCODER);
+    if (linear_only)
+        model_freeze_encoder(&m);
+    optim_config oc = optim_defaults(okind);
+    if (okind != OPTIM_ADAMW)
+        oc.momentum = momentum;
+    if (okind == OPTIM_SGD)
+        oc.nesterov = true;
+    oc.weight_decay = weight_decay;
+    optimizer *o = optim_create(&m.params, &oc);
+    lr_schedule sched = lr_schedule_simclr(base_lr, scaling, batch, per_epoch, epochs, warmup_epochs);
+    if (!quiet) {
+        char desc[200];
+        model_describe(&cfg, desc, sizeof desc);
+        fprintf(stderr, "finetune: %s (%s, %s%s); %s; %lld images x %lld epochs, batch %d, peak lr %g\n", desc, task,
+                init ? "from " : "random init", init ? init : "", blas_description(), (long long)per_epoch,
+                (long long)epochs, batch, sched.peak_lr);
+    }
+    FILE *log = NULL;
+    if (log_path) {
+        if (!(log = fopen(log_path, "w")))
+            die(log_path, "cannot open: %s", strerror(errno));
+        fprintf(log, "epoch\tstep\ttrain_loss\ttrain_acc\tval_loss\tval_metric\tlr\n");
+    }
+
+    label_buf lb = {.multilabel = strcmp(task, "multilabel") == 0, .classes = cfg.classes};
+    lb.targets = xmalloc((size_t)batch * cfg.classes * sizeof(float));
+    lb.labels = xmalloc((size_t)batch * sizeof(int));
+    size_t plane = (size_t)c * h * w;
+    float *x = xaligned_alloc((size_t)batch * plane * sizeof(float));
+    float *dlogits = xaligned_alloc((size_t)batch * cfg.classes * sizeof(float));
+    record_meta *meta = xcalloc((size_t)batch, sizeof *meta);
+    ckpt_info save = {.loss = NAN, .nclasses = si->nclasses};
+    snprintf(save.task, sizeof save.task, "%s", task);
+    for (int k = 0; k < si->nclasses; k++)
+        save.class_names[k] = si->classes[k];
+    double best_metric = -INFINITY;
+    int64_t best_epoch = -1, step = 0, seen = 0;
+    double epoch_loss = 0, epoch_correct = 0;
+    int64_t epoch_rows = 0, epoch = 0;
+    progress_t prog;
+    progress_init(&prog, 30);
+    double t0 = now_seconds();
+    volatile sig_atomic_t stop = 0;
+    on_stop_signal(&stop);
+    for (;;) {
+        // A batch never spans two epochs, so that validation sees whole epochs.
+        int64_t left = per_epoch - (seen - epoch * per_epoch);
+        int want = left < batch ? (int)left : batch;
+        int n = batch_next(in, want, x, meta);
+        if (n > 0) {
+            batch_labels(in, meta, n, &lb);
+            param_zero_grad(&m.params);
+            model_forward(&m, true, n, h, w, x);
+            int right = 0;
+            float loss = lb.multilabel ? sigmoid_bce(m.logits, lb.targets, n, cfg.classes, dlogits)
+                                       : softmax_xent(m.logits, lb.labels, n, cfg.classes, dlogits, &right);
+            if (!isfinite(loss))
+                die("training", "step %lld: the loss is %g; stopping (try a lower --lr)", (long long)step, loss);
+            model_backward(&m, NULL, dlogits);
+            double lr = lr_at(&sched, step);
+            optim_step(o, lr);
+            step++;
+            seen += n;
+            epoch_loss += (double)loss * n;
+            epoch_correct += right;
+            epoch_rows += n;
+            if (!quiet)
+                progress_update(&prog, "epoch %lld step %lld loss %.4f lr %.4g %.1f img/s", (long long)epoch + 1,
+                                (long long)step, loss, lr, seen / (now_seconds() - t0));
+        }
+        bool epoch_done = n > 0 && seen == (epoch + 1) * per_epoch;
+        if (epoch_done || (n == 0 && epoch_rows > 0) || stop) {
+            double vloss = NAN, vmetric = NAN;
+            if (val && (epoch_done || n == 0))
+                validate(&m, val, batch, &lb, &vloss, &vmetric);
+            epoch++;
+            if (log) {
+                fprintf(log, "%lld\t%lld\t%.6f\t%.4f\t%.6f\t%.6f\t%.6g\n", (long long)epoch, (long long)step,
+                        epoch_loss / epoch_rows, lb.multilabel ? NAN : epoch_correct / epoch_rows, vloss, vmetric,
+                        lr_at(&sched, step));
+                fflush(log);
+            }
+            if (!quiet) {
+                progress_done(&prog);
+                fprintf(stderr, "finetune: epoch %lld: train loss %.4f%s", (long long)epoch, epoch_loss / epoch_rows,
+                        val ? "" : "\n");
+                if (val)
+                    fprintf(stderr, ", val loss %.4f, val %s %.4f\n", vloss, lb.multilabel ? "mean AUC" : "accuracy",
+                            vmetric);
+            }
+            save.step = step;
+            save.records = seen;
+            save.epoch = epoch;
+            save.loss = epoch_loss / epoch_rows;
+            if (val && vmetric > best_metric) {
+                // The best epoch so far goes to the output right away, so an
+                // interrupted run keeps it.
+                best_metric = vmetric;
+                best_epoch = epoch;
+                ckpt_save(output, &m, NULL, &save, "finetune", argc, argv);
+            }
+            epoch_loss = epoch_correct = 0;
+            epoch_rows = 0;
+        }
+        if (stop) {
+            if (!val)
+                ckpt_save(output, &m, NULL, &save, "finetune", argc, argv);
+            fprintf(stderr, "finetune: stopped by a signal at step %lld; %s saved\n", (long long)step, output);
+            return 128 + stop;
+        }
+        if (n == 0)
+            break;
+    }
+    if (step == 0)
+        die(batch_name(in), "no records: nothing trained");
+    if (!val || best_epoch < 0)  // no validation, or no epoch with a defined metric
+        ckpt_save(output, &m, NULL, &save, "finetune", argc, argv);
+    if (!quiet)
+        fprintf(stderr, "finetune: %lld steps, %.1f images/s; %s%s\n", (long long)step, seen / (now_seconds() - t0),
+                output, best_epoch >= 0 ? "" : " (the last epoch)");
+    if (!quiet && best_epoch >= 0)
+        fprintf(stderr, "finetune: kept epoch %lld (val %s %.4f)\n", (long long)best_epoch,
+                lb.multilabel ? "mean AUC" : "accuracy", best_metric);
+    if (log)
+        fclose(log);
+    free(x);
+    free(dlogits);
+    free(meta);
+    free(lb.targets);
+    free(lb.labels);
+    optim_free(o);
+    model_free(&m);
+    batch_close(in);
+    return 0;
+}
