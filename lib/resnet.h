@@ -85,7 +85,9 @@ void resnet_init(resnet *m, const resnet_config *cfg, uint64_t seed);
 void resnet_free(resnet *m);
 
 // Activation memory (bytes) a forward at this batch shape needs, plus the
-// gradient buffers of backward.
+// gradient buffers of backward.  Not counted: the weights and gradients
+// (4 bytes each per parameter) and conv's shared workspace (at most 64 MiB,
+// or one image's im2col matrix when that is larger).
 size_t resnet_memory_bytes(const resnet *m, int n, int h, int w);
 
 // x: (n, in_ch, h, w) -> features: (n, feature_dim).  training: BN uses
