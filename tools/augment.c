@@ -63,7 +63,8 @@ static const char usage_text[] =
     "      --noise STD         Gaussian noise std, in [0, 1] units (0)\n"
     "      --noise-p P         noise probability (0.5)\n"
     "other:\n"
-    "  -t, --threads N         threads (MEDSSL_THREADS, else all cores)\n"
+    "  -T, --threads N         threads (MEDSSL_THREADS, else all cores)\n"
+    "  -q, --quiet             no progress lines\n"
     "  -h, --help              this text\n"
     "  -V, --version           version\n";
 
@@ -122,6 +123,7 @@ typedef struct {
     float mean[3], std[3];
     int nmean, nstd;
     int threads;
+    bool quiet;
     int argc;
     char **argv;
     // input
@@ -225,14 +227,15 @@ static void parse_options(state *st, int argc, char **argv)
         {"vflip-p", required_argument, 0, OPT_VFLIP_P},
         {"noise", required_argument, 0, OPT_NOISE},
         {"noise-p", required_argument, 0, OPT_NOISE_P},
-        {"threads", required_argument, 0, 't'},
+        {"threads", required_argument, 0, 'T'},
+        {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
     const char *output = NULL;
     mts_write_opts wopts = {.zstd_level = -1, .zstd_threads = 0};
     int opt;
-    while ((opt = getopt_long(argc, argv, "s:o:z:t:hV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "s:o:z:T:qhV", longopts, NULL)) != -1) {
         switch (opt) {
         case 's': c->size = (int)cli_int("--size", optarg, 1, 4096); break;
         case OPT_CHANNELS:
@@ -269,7 +272,8 @@ static void parse_options(state *st, int argc, char **argv)
         case OPT_VFLIP_P: c->vflip_p = (float)cli_double("--vflip-p", optarg, 0, 1); break;
         case OPT_NOISE: c->noise_std = (float)cli_double("--noise", optarg, 0, 10); break;
         case OPT_NOISE_P: c->noise_p = (float)cli_double("--noise-p", optarg, 0, 1); break;
-        case 't': st->threads = (int)cli_int("--threads", optarg, 1, 4096); break;
+        case 'T': st->threads = (int)cli_int("--threads", optarg, 1, 4096); break;
+        case 'q': st->quiet = true; break;
         case 'h': fputs(usage_text, stdout); exit(0);
         case 'V': cli_version(NULL); exit(0);
         default: die_usage("unknown option (see augment --help)");
@@ -590,6 +594,8 @@ static void write_window(state *st, const window *w)
             write_header(st, NULL);
         write_record(st, s);
     }
+    if (st->quiet)
+        return;
     double elapsed = now_seconds() - st->start;
     progress_update(&st->progress, "%llu records, %.0f records/s",
                     (unsigned long long)st->records_written,

@@ -33,7 +33,7 @@ MEDSSL_THREADS=2 augment -s 24 --seed 5 < pairs.mts > t2.mts
 MEDSSL_THREADS=3 augment -s 24 --seed 5 < pairs.mts > t3.mts
 same "same seed, same bytes with 1 and 2 threads (MEDSSL_THREADS)" t1.mts t2.mts
 same "same bytes with 3 threads on 2 cores" t1.mts t3.mts
-augment -s 24 --seed 5 --threads 2 < pairs.mts > tt2.mts
+augment -s 24 --seed 5 -T 2 < pairs.mts > tt2.mts
 body t1.mts > b1; body tt2.mts > b2
 same "--threads 2: the same records (the header's args differ)" b1 b2
 medical="--rotate 30 --vflip-p 0.5 --noise 0.05 --noise-p 0.7"
