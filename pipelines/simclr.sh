@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# simclr.sh: contrastive pretraining from a pack (see medssl-pipelines(7)):
+#   pair-sample --mode simclr | augment | ntxent-step
+script=${SCRIPT_NAME:-simclr.sh}
+. "$(dirname "$0")/common.bash"
+mode=${MODE:-simclr}
+
+usage() {
+    cat <<USAGE
+usage: $script [options] PACK OUT.ckpt [-- NTXENT-STEP OPTIONS...]
+Contrastive pretraining ($mode pairs) from PACK into OUT.ckpt:
+  pair-sample --mode $mode | augment | ntxent-step
+
+  --epochs E        epochs (default 100)
+  --batch N         pairs per step (default 256)
+  --size S          augmented image size (default 224)
+  --split LIST      splits to train on (default train)
+  --seed S          sampling seed; augment uses S+1 (default 1)
+  --init CKPT       start from this checkpoint (step 2 of the protocol)
+  --resume          continue OUT.ckpt where it stopped (same options)
+  --augment "OPTS"  extra augment options, e.g. "--rotate 15 --vflip-p 0.5"
+  --augment-threads N  threads of augment (default 1; the rest go to ntxent-step)
+  -h, --help        this text
+Options after -- go to ntxent-step (model, --lr, --tau, --log, ...).
+USAGE
+}
+
+epochs=100 batch=256 size=224 split=train seed=1 init="" resume=0 aug_opts="" aug_threads=1
+while [ $# -gt 0 ]; do
+    case $1 in
+        --epochs) epochs=$2; shift 2 ;;
+        --batch) batch=$2; shift 2 ;;
+        --size) size=$2; shift 2 ;;
+        --split) split=$2; shift 2 ;;
+        --seed) seed=$2; shift 2 ;;
+        --init) init=$2; shift 2 ;;
+        --resume) resume=1; shift ;;
+        --augment) aug_opts=$2; shift 2 ;;
+        --augment-threads) aug_threads=$2; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        --) shift; break ;;
+        -*) usage_error "unknown option $1" ;;
+        *) break ;;
+    esac
+done
+[ $# -ge 2 ] || usage_error "$script [options] PACK OUT.ckpt [-- NTXENT-STEP OPTIONS...]"
+pack=$1 out=$2; shift 2
+[ "${1:-}" = "--" ] && shift
+[ -r "$pack" ] || die "$pack: cannot read"
+
+start=0 from=()
+if [ $resume = 1 ]; then
+    [ -r "$out" ] || die "$out: no checkpoint to resume"
+    step=$(header_value "$out" step) || die "$out: not a checkpoint"
+    start=$((step * batch))
+    from=(--resume "$out")
+elif [ -n "$init" ]; then
+    from=(--init "$init")
+fi
+train_threads=$((cores - aug_threads)); [ $train_threads -ge 1 ] || train_threads=1
+
+read -r -a aug_extra <<<"$aug_opts"
+stage_1=(pair-sample -q --mode "$mode" --epochs "$epochs" --seed "$seed" --split "$split" --start "$start" -T 1 "$pack")
+stage_2=(augment --seed $((seed + 1)) --size "$size" -T "$aug_threads" "${aug_extra[@]}")
+stage_3=(ntxent-step --batch "$batch" -T "$train_threads" "${from[@]}" -o "$out" "$@")
+run_stages pair-sample augment ntxent-step
