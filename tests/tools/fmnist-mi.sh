@@ -55,7 +55,7 @@ OMP_NUM_THREADS=2 "$gen" -q $small --out b2
 cmp -s a/cases.csv c/cases.csv && fail "another seed, other cases" || pass "another seed, other cases"
 
 # The shifted clinic: lower contrast (the mean over a split's photos of each
-# photo's pixel standard deviation: about 66 and 35 over 300 photos; single
+# photo's pixel standard deviation: about 66 and 33 over 300 photos; single
 # photos range widely, so all ~45 of the split are used).
 std_of() { awk -F, -v s="$1" 'NR > 1 && $4 == s { print "a/" $2 }' a/cases.csv \
            | while read -r f; do vips deviate "$f"; done | awk '{ t += $1 } END { printf "%.1f", t / NR }'; }
