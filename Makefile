@@ -50,6 +50,7 @@ LIBA      = build/libmedssl.a
 DEPS_OK   = build/.deps-build
 
 .PHONY: all deps check demo bench install clean
+.SECONDARY:
 all: $(TOOLS)
 
 $(DEPS_OK): mk/deps.sh
@@ -102,12 +103,16 @@ bench: $(TOOLS) $(BENCHES) $(HELPERS)
 install: $(TOOLS) $(LIBA)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib \
 	    $(DESTDIR)$(PREFIX)/include/medssl $(DESTDIR)$(PREFIX)/share/man/man1 \
-	    $(DESTDIR)$(PREFIX)/share/man/man5
+	    $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7 \
+	    $(DESTDIR)$(PREFIX)/share/medssl/pipelines
 	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin
 	install -m 644 $(LIBA) $(DESTDIR)$(PREFIX)/lib
 	install -m 644 lib/*.h $(DESTDIR)$(PREFIX)/include/medssl
 	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 644 man/*.7 $(DESTDIR)$(PREFIX)/share/man/man7
+	install -m 755 pipelines/*.sh $(DESTDIR)$(PREFIX)/share/medssl/pipelines
+	install -m 644 pipelines/common.bash $(DESTDIR)$(PREFIX)/share/medssl/pipelines
 
 clean:
 	rm -rf build bin
