@@ -33,11 +33,13 @@ void img_workspace_free(img_workspace *ws)
     }
 }
 
-static inline float clip01(float v) { return v < 0 ? 0 : v > 1 ? 1 : v; }
-// Plain comparisons (not fmaxf/fminf, whose NaN rules keep them out of
-// vectorised loops without -ffast-math).
+// Plain comparisons, written as x86's maxps/minps define them (the second
+// operand wins when the comparison fails), so that they compile to those
+// instructions; fmaxf/fminf have other NaN rules and stay library calls
+// without -ffast-math.
 static inline float max2(float a, float b) { return a > b ? a : b; }
 static inline float min2(float a, float b) { return a < b ? a : b; }
+static inline float clip01(float v) { return min2(max2(v, 0), 1); }
 
 // ---- resampling -----------------------------------------------------------------
 
@@ -151,6 +153,13 @@ static void pass_rows(const float *in, int channels, int rows, size_t in_stride,
         const float *row = in + r * in_stride;
         float *dst = out + r * n;
         const float *w = ax->weight;
+        if (taps == 2) {  // enlarging: the common case, worth its own loop
+            for (int i = 0; i < n; i++, w += 2) {
+                const float *s = row + ax->first[i];
+                dst[i] = w[0] * s[0] + w[1] * s[1];
+            }
+            continue;
+        }
         for (int i = 0; i < n; i++, w += taps) {
             const float *s = row + ax->first[i];
             float acc = 0;

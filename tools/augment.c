@@ -5,11 +5,12 @@
 //
 // Records pass through with their keys in order; each image tensor ("image",
 // "a", "b": u8 or u16 (C, H, W)) is replaced by its augmented view, f32
-// (C, S, S) normalised or u8.  Records are read in windows of up to 64 (or
-// 128 MiB): while the threads augment one window, the main thread writes the
-// window before it and reads the next, so output order is input order and
-// memory stays bounded.  A view's randomness comes from (seed, epoch, index,
-// view) alone, so the bytes out do not depend on the thread count.
+// (C, S, S) normalised or u8.  Records are read in windows (16 records per
+// thread, or 128 MiB): while the threads augment one window, the main thread
+// writes the window before it and reads the next, so output order is input
+// order and memory stays bounded.  A view's randomness comes from (seed,
+// epoch, index, view) alone, so the bytes out do not depend on the thread
+// count.
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -68,7 +69,11 @@ static const char usage_text[] =
     "  -h, --help              this text\n"
     "  -V, --version           version\n";
 
-enum { WINDOW_RECORDS = 64 };
+// A window holds 16 records per thread (at least 32): enough views to keep
+// every thread busy while the main thread does the I/O, few enough that the
+// output buffers of two windows stay small (at 224, 32 records of pairs are
+// 38 MB of f32).  Large images also end a window at WINDOW_BYTES of input.
+enum { WINDOW_RECORDS_PER_THREAD = 16, WINDOW_RECORDS_MIN = 32 };
 #define WINDOW_BYTES ((size_t)128 << 20)
 
 // The image keys and their view numbers: "image" and "a" are view 0, "b" 1.
@@ -122,7 +127,7 @@ typedef struct {
     int channels_opt;         // --channels, 0 when not given
     float mean[3], std[3];
     int nmean, nstd;
-    int threads;
+    int threads, window_records;
     bool quiet;
     int argc;
     char **argv;
@@ -283,6 +288,9 @@ static void parse_options(state *st, int argc, char **argv)
         die_usage("--mean and --std go with f32 output, not --u8");
     if (!st->threads)
         st->threads = default_threads();
+    st->window_records = st->threads * WINDOW_RECORDS_PER_THREAD;
+    if (st->window_records < WINDOW_RECORDS_MIN)
+        st->window_records = WINDOW_RECORDS_MIN;
     st->paths = argv + optind;
     st->npaths = argc - optind;
     st->out = mts_writer_open(output, &wopts);
@@ -371,7 +379,7 @@ static void take_record(state *st, slot *s)
     st->records_read++;
 }
 
-// Fills w with the next frames: up to WINDOW_RECORDS records or WINDOW_BYTES
+// Fills w with the next frames: up to st->window_records records or WINDOW_BYTES
 // bytes, and the headers among them.  Leaves w->count = 0 at the end.
 static void read_window(state *st, window *w)
 {
@@ -380,9 +388,9 @@ static void read_window(state *st, window *w)
     int records = 0;
     size_t bytes = 0;
     mts_frame f;
-    while (records < WINDOW_RECORDS && bytes < WINDOW_BYTES && next_frame(st, &f)) {
+    while (records < st->window_records && bytes < WINDOW_BYTES && next_frame(st, &f)) {
         if (w->count == w->cap) {
-            int cap = w->cap ? 2 * w->cap : WINDOW_RECORDS;
+            int cap = w->cap ? 2 * w->cap : st->window_records + 1;
             w->slots = xrealloc(w->slots, (size_t)cap * sizeof(slot));
             memset(w->slots + w->cap, 0, (size_t)(cap - w->cap) * sizeof(slot));
             w->cap = cap;
