@@ -196,6 +196,7 @@ bool aug_write_sheet(const char *path, int rows, int cols, int channels, int siz
             snprintf(err, errlen, "cannot initialise libvips: %s", vips_error_buffer());
             return false;
         }
+        vips_concurrency_set(1);  // a small image: no worker threads
         vips_ready = true;
     }
     enum { GAP = 2, BACKGROUND = 128 };

@@ -69,7 +69,7 @@ jobs *jobs_start(int threads)
     pthread_cond_init(&j->ready, NULL);
     pthread_cond_init(&j->done, NULL);
     j->nworkers = threads > 1 ? threads - 1 : 0;
-    j->workers = xcalloc((size_t)j->nworkers + 1, sizeof *j->workers);
+    j->workers = xcalloc((size_t)j->nworkers, sizeof *j->workers);
     for (int i = 0; i < j->nworkers; i++) {
         worker_arg *a = xmalloc(sizeof *a);
         *a = (worker_arg){j, i + 1};

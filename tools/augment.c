@@ -610,6 +610,22 @@ static void write_window(state *st, const window *w)
                     st->records_written / (elapsed > 0 ? elapsed : 1));
 }
 
+static void free_window(window *w)
+{
+    for (int i = 0; i < w->cap; i++) {
+        slot *s = &w->slots[i];
+        free(s->bytes);
+        if (s->has_parsed)
+            msgpack_unpacked_destroy(&s->parsed);
+        for (int k = 0; k < NKEYS; k++) {
+            free(s->views[k].out);
+            free(s->views[k].tile);
+        }
+    }
+    free(w->slots);
+    free(w->jobs);
+}
+
 // ---- main ---------------------------------------------------------------------------
 
 int main(int argc, char **argv)
@@ -652,6 +668,13 @@ int main(int argc, char **argv)
     jobs_stop(pool);
     if (spare_pending)
         write_window(&st, spare);
+    for (int i = 0; i < 2; i++)
+        free_window(&windows[i]);
+    for (int i = 0; i < st.threads; i++) {
+        img_workspace_free(&ctx.scratch[i].ws);
+        free(ctx.scratch[i].planes.p);
+    }
+    free(ctx.scratch);
     if (!st.header_written)
         write_header(&st, NULL);
     progress_done(&st.progress);
@@ -662,5 +685,9 @@ int main(int argc, char **argv)
             warnf(st.sheet_path, "no records: no contact sheet written");
     }
     mts_writer_close(st.out);
+    if (st.sheet_tiles)
+        for (int i = 0; i < 2 * st.sheet_count; i++)
+            free(st.sheet_tiles[i]);
+    free(st.sheet_tiles);
     return 0;
 }
