@@ -137,6 +137,7 @@ typedef struct {
     mts_reader *reader;
     mts_limits limits;
     uint64_t records_read;
+    uint64_t records_expected;  // from the headers, 0 when they do not say
     bool channels_known;
     // output
     mts_writer *out;
@@ -416,10 +417,18 @@ static void read_window(state *st, window *w)
         bytes += f.size;
         if (f.is_header) {
             s->nviews = 0;
-            int64_t c;
+            int64_t c, per_epoch, epochs, start = 0;
             if (!st->channels_known && mts_opt_int(st->reader, &s->frame, "channels", &c) &&
                 (c == 1 || c == 3))
                 fix_channels(st, (int)c);
+            // pair-sample says how many records follow: the progress line can
+            // then tell the time left.
+            if (mts_opt_int(st->reader, &s->frame, "pairs_per_epoch", &per_epoch) &&
+                mts_opt_int(st->reader, &s->frame, "epochs", &epochs)) {
+                mts_opt_int(st->reader, &s->frame, "start", &start);
+                if (per_epoch > 0 && epochs > 0 && per_epoch * epochs > start)
+                    st->records_expected += (uint64_t)(per_epoch * epochs - start);
+            }
         } else {
             take_record(st, s);
             records++;
@@ -605,9 +614,15 @@ static void write_window(state *st, const window *w)
     if (st->quiet)
         return;
     double elapsed = now_seconds() - st->start;
-    progress_update(&st->progress, "%llu records, %.0f records/s",
-                    (unsigned long long)st->records_written,
-                    st->records_written / (elapsed > 0 ? elapsed : 1));
+    double rate = st->records_written / (elapsed > 0 ? elapsed : 1);
+    if (st->records_expected > st->records_written)
+        progress_update(&st->progress, "%llu of %llu records, %.0f records/s, %.0f s left",
+                        (unsigned long long)st->records_written,
+                        (unsigned long long)st->records_expected, rate,
+                        (st->records_expected - st->records_written) / (rate > 0 ? rate : 1));
+    else
+        progress_update(&st->progress, "%llu records, %.0f records/s",
+                        (unsigned long long)st->records_written, rate);
 }
 
 static void free_window(window *w)
