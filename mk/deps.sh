@@ -5,7 +5,7 @@
 set -eu
 
 build="pkg-config gcc make libvips-dev libvips-tools libmsgpack-dev libzstd-dev zstd libtiff-dev libblis-openmp-dev"
-check="$build time python3-numpy python3-msgpack"
+check="$build time python3-numpy python3-msgpack dataset-fashion-mnist"
 demo="$build dataset-fashion-mnist"
 bench="$check python3-torch python3-torchvision python3-sklearn python3-pil hyperfine"
 

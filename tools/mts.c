@@ -32,12 +32,13 @@ static const char usage_text[] =
     "  -z, --zstd L      cat: compress with zstd level L (0: raw; default: by the name)\n"
     "  -T, --threads N   cat: zstd worker threads (default 0: in the calling thread)\n"
     "      --no-stats    show: do not compute min/max/mean (faster on big tensors)\n"
+    "      --no-headers  cat, show: leave headers out (compare the records of two streams)\n"
     "  -h, --help        this text\n"
     "  -V, --version     version\n";
 
 typedef struct {
     long long skip, take;
-    bool stats;
+    bool stats, headers;
 } selection;
 
 // ---- show ---------------------------------------------------------------------
@@ -187,6 +188,8 @@ static bool visit(command cmd, const selection *sel, mts_writer *out, const mts_
 {
     if (f->is_header) {
         t->headers++;
+        if (!sel->headers)
+            return true;
     } else {
         if (sel->take >= 0 && t->records >= sel->take)
             return false;
@@ -215,13 +218,14 @@ int main(int argc, char **argv)
         else if (strcmp(argv[1], "cat") == 0)
             cmd = CMD_CAT, first = 2;
     }
-    selection sel = {.skip = 0, .take = -1, .stats = true};
+    selection sel = {.skip = 0, .take = -1, .stats = true, .headers = true};
     const char *output = NULL;
     mts_write_opts wopts = {.zstd_level = -1, .zstd_threads = 0};
     static const struct option longopts[] = {
         {"skip", required_argument, 0, 's'},  {"take", required_argument, 0, 'n'},
         {"output", required_argument, 0, 'o'}, {"zstd", required_argument, 0, 'z'},
         {"threads", required_argument, 0, 'T'}, {"no-stats", no_argument, 0, 'S'},
+        {"no-headers", no_argument, 0, 'H'},
         {"help", no_argument, 0, 'h'},         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
     optind = first;
@@ -234,6 +238,7 @@ int main(int argc, char **argv)
         case 'z': wopts.zstd_level = (int)cli_int("--zstd", optarg, 0, 19); break;
         case 'T': wopts.zstd_threads = (int)cli_int("--threads", optarg, 0, 64); break;
         case 'S': sel.stats = false; break;
+        case 'H': sel.headers = false; break;
         case 'h': fputs(usage_text, stdout); return 0;
         case 'V': cli_version(NULL); return 0;
         default: die_usage("unknown option");
