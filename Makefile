@@ -7,33 +7,7 @@
 #   make install PREFIX=/usr/local
 
 PREFIX   ?= /usr/local
-CC       ?= cc
-OPT      ?= -O2
-CFLAGS   ?= $(OPT) -g
-PKGS      = vips msgpack libzstd libtiff-4
-
-# Debian ships BLIS without a pkg-config file; the OpenMP build is used so
-# that our own OpenMP loops and BLIS share one thread pool.
-BLIS_INC ?= /usr/include/x86_64-linux-gnu/blis-openmp
-BLIS_LIB ?= /usr/lib/x86_64-linux-gnu/blis-openmp
-
-# pkg-config is asked only after deps.sh ran (the build targets depend on it).
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-
-ALL_CFLAGS = -std=c17 -D_GNU_SOURCE -Wall -Wextra -fopenmp -MMD -MP \
-             -Ilib -isystem $(BLIS_INC) $(PKG_CFLAGS) $(CFLAGS)
-ALL_LDLIBS = $(PKG_LIBS) -L$(BLIS_LIB) -Wl,-rpath,$(BLIS_LIB) -lblis \
-             -fopenmp -lpthread -lm $(LDLIBS)
-
-# Quiet build lines; V=1 shows the full commands.
-ifeq ($(V),1)
-Q =
-say = @true
-else
-Q = @
-say = @printf '  %-4s %s\n'
-endif
+include mk/flags.mk
 
 LIB_SRC   = $(wildcard lib/*.c)
 LIB_OBJ   = $(LIB_SRC:%.c=build/%.o)

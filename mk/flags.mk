@@ -1,0 +1,30 @@
+# Compiler and linker flags shared by the top Makefile and the examples'
+# Makefiles (which set TOP to the path of the top folder first).
+TOP      ?= .
+CC       ?= cc
+OPT      ?= -O2
+CFLAGS   ?= $(OPT) -g
+PKGS     += vips msgpack libzstd libtiff-4
+
+# Debian ships BLIS without a pkg-config file; the OpenMP build is used so
+# that our own OpenMP loops and BLIS share one thread pool.
+BLIS_INC ?= /usr/include/x86_64-linux-gnu/blis-openmp
+BLIS_LIB ?= /usr/lib/x86_64-linux-gnu/blis-openmp
+
+# pkg-config is asked only when a recipe runs, after mk/deps.sh installed it.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+ALL_CFLAGS = -std=c17 -D_GNU_SOURCE -Wall -Wextra -fopenmp -MMD -MP \
+             -I$(TOP)/lib -isystem $(BLIS_INC) $(PKG_CFLAGS) $(CFLAGS)
+ALL_LDLIBS = $(PKG_LIBS) -L$(BLIS_LIB) -Wl,-rpath,$(BLIS_LIB) -lblis \
+             -fopenmp -lpthread -lm $(LDLIBS)
+
+# Quiet build lines; V=1 shows the full commands.
+ifeq ($(V),1)
+Q =
+say = @true
+else
+Q = @
+say = @printf '  %-4s %s\n'
+endif
