@@ -199,6 +199,21 @@ size_t add_size(size_t a, size_t b, const char *what)
     return r;
 }
 
+void check_writable(const char *path)
+{
+    size_t n = strlen(path);
+    char *temp = xmalloc(n + 24);
+    const char *slash = strrchr(path, '/');
+    size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
+    snprintf(temp, n + 24, "%.*s.%s.check.XXXXXX", (int)dirlen, path, path + dirlen);
+    int fd = mkstemp(temp);
+    if (fd < 0)
+        die(path, "cannot create: %s", strerror(errno));
+    close(fd);
+    unlink(temp);
+    free(temp);
+}
+
 double now_seconds(void)
 {
     struct timespec t;

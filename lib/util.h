@@ -52,6 +52,10 @@ void temp_release(const char *path);   // after the rename, or after unlinking
 // default handling does.
 void on_stop_signal(volatile sig_atomic_t *flag);
 
+// Dies unless a file can be created beside `path` (where an atomic write
+// puts its temporary): long jobs check this before hours of work.
+void check_writable(const char *path);
+
 // Monotonic wall clock in seconds.
 double now_seconds(void);
 

@@ -225,6 +225,7 @@ int main(int argc, char **argv)
         die_usage("say where the encoder comes from: --init CKPT or --random-init");
     if (optind < argc - 1)
         die_usage("at most one input stream");
+    check_writable(output);
     blas_init(threads);
 
     batch_reader *in = batch_open(optind < argc ? argv[optind] : NULL, 1,

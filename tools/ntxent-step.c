@@ -117,6 +117,7 @@ int main(int argc, char **argv)
         die_usage("at most one input stream");
     if (init && resume)
         die_usage("--init and --resume exclude each other (--resume continues a run, --init starts one)");
+    check_writable(output);
     blas_init(threads);
 
     batch_reader *in = batch_open(optind < argc ? argv[optind] : NULL, 2,
