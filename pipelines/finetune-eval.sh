@@ -55,6 +55,8 @@ while [ $# -gt 0 ]; do
         *) break ;;
     esac
 done
+# --random-init may also stand where INIT.ckpt would, as the usage line shows.
+[ $# -ge 2 ] && [ "$2" = --random-init ] && { random=1; set -- "$1" "${@:3}"; }
 need=$((3 - random))
 [ $# -ge $need ] || usage_error "$script [options] PACK (INIT.ckpt | --random-init) OUTDIR [-- FINETUNE OPTIONS...]"
 pack=$1; shift
