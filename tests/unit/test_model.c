@@ -1,6 +1,7 @@
 // Tests of lib/model (head and classifier gradients through the whole
 // model, against finite differences) and lib/ckpt (round trips, partial
 // loads, mismatches, truncation).
+#include <omp.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -216,6 +217,9 @@ static int child_status(void (*fn)(const char *), const char *arg, char *msg, si
     if (pid == 0) {
         dup2(fds[1], 2);
         close(fds[0]);
+        // libgomp's thread pool does not survive fork: a parallel region in
+        // the child would wait for the parent's threads forever.
+        omp_set_num_threads(1);
         fn(arg);
         _exit(0);
     }
