@@ -291,20 +291,30 @@ static void describe_shape(char *buf, size_t len, int rank, const int64_t *shape
         snprintf(buf + n, len - n, ")");
 }
 
-void ckpt_load(const char *path, model *m, optimizer *o, unsigned parts)
+bool ckpt_load_checked(const char *path, model *m, optimizer *o, unsigned parts, char *err, size_t errlen)
 {
     mts_limits lim = mts_limits_default();
     mts_reader *r = mts_reader_open(path, &lim);
-    if (!r)
-        die(path, "cannot open: %s", strerror(errno));
+    if (!r) {
+        snprintf(err, errlen, "cannot open: %s", strerror(errno));
+        return false;
+    }
+    named_tensor *ts = NULL;
+    bool ok = false;
     mts_frame f;
-    if (!mts_read_or_die(r, &f) || !f.is_header)
-        die(path, "not a checkpoint (no header)");
+    int got = mts_read(r, &f);
+    if (got < 0) {
+        snprintf(err, errlen, "%s", mts_reader_error(r));
+        goto done;
+    }
+    if (got == 0 || !f.is_header) {
+        snprintf(err, errlen, "not a checkpoint (no header)");
+        goto done;
+    }
     model_config cfg;
     ckpt_info info;
-    char err[300];
-    if (!parse_header(&f, &cfg, &info, err, sizeof err))
-        die(path, "%s", err);
+    if (!parse_header(&f, &cfg, &info, err, errlen))
+        goto done;
     ckpt_info_free(&info);
     const resnet_config *a = &cfg.encoder, *b = &m->cfg.encoder;
     if ((parts & CKPT_ENCODER) &&
@@ -312,20 +322,33 @@ void ckpt_load(const char *path, model *m, optimizer *o, unsigned parts)
         char have[200], want[200];
         model_describe(&cfg, have, sizeof have);
         model_describe(&m->cfg, want, sizeof want);
-        die(path, "the checkpoint's encoder (%s) differs from this model's (%s)", have, want);
+        snprintf(err, errlen, "the checkpoint's encoder (%s) differs from this model's (%s)", have, want);
+        goto done;
     }
-    int64_t expected = -1;
+    // The header's counts, before the next read replaces the frame.
+    int64_t expected = -1, optimizer_step = 0;
     obj_int(&f.root, "tensors", &expected);
+    obj_int(&f.root, "optimizer_step", &optimizer_step);
     int count;
-    named_tensor *ts = list_tensors(m, (parts & CKPT_STATE) ? o : NULL, &count);
+    ts = list_tensors(m, (parts & CKPT_STATE) ? o : NULL, &count);
     int64_t records = 0;
-    while (mts_next_record(r, &f, NULL, NULL)) {
+    while ((got = mts_read(r, &f)) > 0) {
+        if (f.is_header)
+            continue;
         records++;
-        char name[PARAM_NAME_MAX + 32], kind[16];
-        mts_req_str(r, &f, "name", name, sizeof name);
-        mts_req_str(r, &f, "kind", kind, sizeof kind);
+        char name[PARAM_NAME_MAX + 32], kind[16], why[300];
         mts_tensor t;
-        mts_req_tensor(r, &f, "tensor", &t);
+        const msgpack_object *to = mts_get(&f, "tensor");
+        if (!obj_str(&f.root, "name", name, sizeof name) || !obj_str(&f.root, "kind", kind, sizeof kind)) {
+            snprintf(err, errlen, "byte %llu: a tensor record needs the strings 'name' and 'kind'",
+                     (unsigned long long)f.offset);
+            goto done;
+        }
+        if (!to || !mts_object_tensor(to, &t, why, sizeof why)) {
+            snprintf(err, errlen, "byte %llu: %s: %s", (unsigned long long)f.offset, name,
+                     to ? why : "the record has no key 'tensor'");
+            goto done;
+        }
         unsigned part = strcmp(kind, "state") == 0 ? CKPT_STATE : part_of(name);
         if (!(parts & part))
             continue;
@@ -333,10 +356,12 @@ void ckpt_load(const char *path, model *m, optimizer *o, unsigned parts)
         for (int i = 0; i < count && !e; i++)
             if (strcmp(ts[i].name, name) == 0)
                 e = &ts[i];
-        if (!e)
-            die(path, "%s: the checkpoint has it, this model does not (a different %s?)", name,
-                part == CKPT_STATE ? "optimiser" : part == CKPT_HEAD ? "projection head" :
-                part == CKPT_FC ? "classifier" : "encoder");
+        if (!e) {
+            snprintf(err, errlen, "%s: the checkpoint has it, this model does not (a different %s?)", name,
+                     part == CKPT_STATE ? "optimiser" : part == CKPT_HEAD ? "projection head" :
+                     part == CKPT_FC ? "classifier" : "encoder");
+            goto done;
+        }
         bool same = t.dtype == e->dtype && t.rank == e->rank;
         for (int k = 0; same && k < t.rank; k++)
             same = t.shape[k] == e->shape[k];
@@ -344,26 +369,39 @@ void ckpt_load(const char *path, model *m, optimizer *o, unsigned parts)
             char have[128], want[128];
             describe_shape(have, sizeof have, t.rank, t.shape);
             describe_shape(want, sizeof want, e->rank, e->shape);
-            die(path, "%s: the checkpoint's is %s %s, this model's %s %s", name, mts_dtype_name(t.dtype), have,
-                mts_dtype_name(e->dtype), want);
+            snprintf(err, errlen, "%s: the checkpoint's is %s %s, this model's %s %s", name,
+                     mts_dtype_name(t.dtype), have, mts_dtype_name(e->dtype), want);
+            goto done;
         }
         memcpy(e->data, t.data, t.nbytes);
         e->loaded = true;
     }
-    if (expected >= 0 && records != expected)
-        die(path, "truncated: %lld tensors of %lld", (long long)records, (long long)expected);
-    for (int i = 0; i < count; i++)
-        if ((parts & ts[i].part) && !ts[i].loaded)
-            die(path, "%s: this model has it, the checkpoint does not%s", ts[i].name,
-                ts[i].part == CKPT_STATE ? " (saved without optimiser state, or another optimiser)" : "");
-    if ((parts & CKPT_STATE) && o) {
-        int64_t step = 0;
-        mts_reader_close(r);
-        r = mts_reader_open(path, &lim);
-        mts_read_or_die(r, &f);
-        obj_int(&f.root, "optimizer_step", &step);
-        o->step = step;
+    if (got < 0) {
+        snprintf(err, errlen, "%s", mts_reader_error(r));
+        goto done;
     }
+    if (expected >= 0 && records != expected) {
+        snprintf(err, errlen, "truncated: %lld tensors of %lld", (long long)records, (long long)expected);
+        goto done;
+    }
+    for (int i = 0; i < count; i++)
+        if ((parts & ts[i].part) && !ts[i].loaded) {
+            snprintf(err, errlen, "%s: this model has it, the checkpoint does not%s", ts[i].name,
+                     ts[i].part == CKPT_STATE ? " (saved without optimiser state, or another optimiser)" : "");
+            goto done;
+        }
+    if ((parts & CKPT_STATE) && o)
+        o->step = optimizer_step;
+    ok = true;
+done:
     free(ts);
     mts_reader_close(r);
+    return ok;
+}
+
+void ckpt_load(const char *path, model *m, optimizer *o, unsigned parts)
+{
+    char err[400];
+    if (!ckpt_load_checked(path, m, o, parts, err, sizeof err))
+        die(path, "%s", err);
 }

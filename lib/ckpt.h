@@ -59,7 +59,10 @@ enum {
 
 // Copies the chosen parts into m (and o), which must have the same shapes
 // for those parts: every tensor of a chosen part present in the model must
-// be in the checkpoint and vice versa.  Dies with "path: what differs".
+// be in the checkpoint and vice versa.  Returns false with what differs (or
+// what is malformed) in err; the model may then be partly overwritten.
+bool ckpt_load_checked(const char *path, model *m, optimizer *o, unsigned parts, char *err, size_t errlen);
+// The same, dying with "path: what differs".
 void ckpt_load(const char *path, model *m, optimizer *o, unsigned parts);
 
 #endif
