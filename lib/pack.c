@@ -473,25 +473,33 @@ int pack_split_index(const pack_t *p, const char *name)
     return -1;
 }
 
-void pack_read_case(const pack_t *p, int64_t i, mts_reader **r, mts_frame *f,
-                    const msgpack_object **images)
+bool pack_read_case_checked(const pack_t *p, int64_t i, mts_reader **r, mts_frame *f,
+                            const msgpack_object **images, char *err, size_t errlen)
 {
-    char where[PACK_NAME_MAX + 64];
-    snprintf(where, sizeof where, "%s: case %lld (%s)", p->path, (long long)i, p->names[i]);
-    *r = mts_reader_range(p->fd, (uint64_t)p->offsets[i], (uint64_t)p->sizes[i], where, &p->lim);
+    *r = mts_reader_range(p->fd, (uint64_t)p->offsets[i], (uint64_t)p->sizes[i], p->path, &p->lim);
     if (mts_read(*r, f) != 1)
-        die(where, "%s", mts_reader_error(*r)[0] ? mts_reader_error(*r) : "empty record");
+        return failf(err, errlen, "%s", mts_reader_error(*r)[0] ? mts_reader_error(*r) : "empty record");
     const msgpack_object *im = mts_get(f, "images");
     if (!im || im->type != MSGPACK_OBJECT_ARRAY || im->via.array.size != (uint32_t)p->ninst[i])
-        die(where, "the record's images do not match the index (%d expected)", p->ninst[i]);
+        return failf(err, errlen, "the record's images do not match the index (%d expected)", p->ninst[i]);
     for (uint32_t k = 0; k < im->via.array.size; k++) {
         mts_tensor t;
         char why[300];
         if (!mts_object_tensor(&im->via.array.ptr[k], &t, why, sizeof why))
-            die(where, "image %u: %s", k, why);
+            return failf(err, errlen, "image %u: %s", k, why);
         if (t.dtype != p->meta.dtype || t.rank != 3 || t.shape[0] != p->meta.channels || t.shape[1] < 1 ||
             t.shape[2] < 1)
-            die(where, "image %u: expected %s (%d, H, W)", k, mts_dtype_name(p->meta.dtype), p->meta.channels);
+            return failf(err, errlen, "image %u: expected %s (%d, H, W)", k, mts_dtype_name(p->meta.dtype),
+                         p->meta.channels);
     }
     *images = im;
+    return true;
+}
+
+void pack_read_case(const pack_t *p, int64_t i, mts_reader **r, mts_frame *f,
+                    const msgpack_object **images)
+{
+    char err[400];
+    if (!pack_read_case_checked(p, i, r, f, images, err, sizeof err))
+        die(p->path, "case %lld (%s): %s", (long long)i, p->names[i], err);
 }

@@ -103,9 +103,12 @@ void pack_close(pack_t *p);
 int pack_split_index(const pack_t *p, const char *name);
 
 // Reads case i's record.  The reader (returned in *r, to be closed by the
-// caller after use) owns the frame's memory; the images array is checked
-// (count, dtype, rank, channels).  Dies with the pack's name and the case on a
-// malformed record.
+// caller after use, also on failure) owns the frame's memory; the images
+// array is checked (count, dtype, rank, channels).  Returns false with a
+// message on a malformed record (its byte offsets count from the record).
+bool pack_read_case_checked(const pack_t *p, int64_t i, mts_reader **r, mts_frame *f,
+                            const msgpack_object **images, char *err, size_t errlen);
+// The same, dying with the pack's name and the case on a malformed record.
 void pack_read_case(const pack_t *p, int64_t i, mts_reader **r, mts_frame *f,
                     const msgpack_object **images);
 
