@@ -207,19 +207,6 @@ static void init_blis_with(const arch_entry *e)
               bli_arch_string(bli_arch_query_id()));
 }
 
-static int default_threads(void)
-{
-    const char *s = getenv("MEDSSL_THREADS");
-    if (s && *s) {
-        char *end;
-        long n = strtol(s, &end, 10);
-        if (*end || n < 1 || n > 4096)
-            die("blas", "MEDSSL_THREADS=%s: expected a thread count >= 1", s);
-        return (int)n;
-    }
-    return omp_get_num_procs();
-}
-
 void blas_init(int threads)
 {
     if (!initialised) {

@@ -973,20 +973,8 @@ mts_writer *mts_writer_open(const char *path, const mts_write_opts *opts)
             die("output", "standard output is a terminal: redirect it, pipe it, or name a file with -o");
         return mts_writer_fdopen(1, "stdout", opts);
     }
-    // The temporary sits beside the target so that rename() is atomic.
-    size_t n = strlen(path);
-    char *temp = xmalloc(n + 16);
-    const char *slash = strrchr(path, '/');
-    size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
-    snprintf(temp, n + 16, "%.*s.%s.XXXXXX", (int)dirlen, path, path + dirlen);
-    int fd = mkstemp(temp);
-    if (fd < 0)
-        die(path, "cannot create: %s", strerror(errno));
-    temp_register(temp);
-    // mkstemp makes the file 0600; give it the permissions open() would.
-    mode_t mask = umask(0);
-    umask(mask);
-    fchmod(fd, 0666 & ~mask);
+    char *temp;
+    int fd = temp_create_beside(path, &temp);
     mts_writer *w = writer_new(fd, path, opts, ends_with(path, ".zst"));
     w->path = xstrdup(path);
     w->temp = temp;
@@ -1017,20 +1005,8 @@ void mts_writer_close(mts_writer *w)
             die(w->name, "fsync: %s", strerror(errno));
         if (close(w->fd) != 0)
             die(w->name, "close: %s", strerror(errno));
-        if (rename(w->temp, w->path) != 0)
-            die(w->name, "rename from %s: %s", w->temp, strerror(errno));
-        temp_release(w->temp);
-        // Make the rename itself durable.
-        char *dir = xstrdup(w->path);
-        char *slash = strrchr(dir, '/');
-        if (slash)
-            slash[1] = 0;
-        int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
+        temp_commit(w->temp, w->path);
+        w->temp = NULL;
     }
     writer_free(w);
 }

@@ -1,6 +1,9 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -199,19 +202,67 @@ size_t add_size(size_t a, size_t b, const char *what)
     return r;
 }
 
-void check_writable(const char *path)
+int temp_create_beside(const char *path, char **temp)
 {
-    size_t n = strlen(path);
-    char *temp = xmalloc(n + 24);
+    size_t n = strlen(path) + 16;
+    *temp = xmalloc(n);
     const char *slash = strrchr(path, '/');
-    size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
-    snprintf(temp, n + 24, "%.*s.%s.check.XXXXXX", (int)dirlen, path, path + dirlen);
-    int fd = mkstemp(temp);
+    int dirlen = slash ? (int)(slash - path) + 1 : 0;
+    snprintf(*temp, n, "%.*s.%s.XXXXXX", dirlen, path, path + dirlen);
+    int fd = mkstemp(*temp);
     if (fd < 0)
         die(path, "cannot create: %s", strerror(errno));
-    close(fd);
-    unlink(temp);
+    temp_register(*temp);
+    // mkstemp makes the file 0600; give it the permissions open() would.
+    mode_t mask = umask(0);
+    umask(mask);
+    fchmod(fd, 0666 & ~mask);
+    return fd;
+}
+
+void temp_commit(char *temp, const char *path)
+{
+    if (rename(temp, path) != 0)
+        die(path, "rename from %s: %s", temp, strerror(errno));
+    temp_release(temp);
     free(temp);
+    // Make the rename itself durable.
+    char *dir = xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        slash[1] = 0;
+    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    free(dir);
+}
+
+void check_writable(const char *path)
+{
+    char *temp;
+    close(temp_create_beside(path, &temp));
+    unlink(temp);
+    temp_release(temp);
+    free(temp);
+}
+
+int default_threads(void)
+{
+    const char *s = getenv("MEDSSL_THREADS");
+    if (s && *s) {
+        char *end;
+        long n = strtol(s, &end, 10);
+        if (*end || n < 1 || n > 4096)
+            die(NULL, "MEDSSL_THREADS=%s: expected a thread count >= 1", s);
+        return (int)n;
+    }
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
 }
 
 double now_seconds(void)

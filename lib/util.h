@@ -52,9 +52,21 @@ void temp_release(const char *path);   // after the rename, or after unlinking
 // default handling does.
 void on_stop_signal(volatile sig_atomic_t *flag);
 
+// Atomic output: the file is written to a temporary beside `path` (the same
+// folder, so that rename is atomic), created with the permissions open()
+// would give and registered with temp_register; temp_commit renames it into
+// place, makes the rename durable and releases it.  The caller fsyncs and
+// closes the descriptor in between.  Both die on failure.
+int temp_create_beside(const char *path, char **temp);
+void temp_commit(char *temp, const char *path);
+
 // Dies unless a file can be created beside `path` (where an atomic write
 // puts its temporary): long jobs check this before hours of work.
 void check_writable(const char *path);
+
+// Threads when a tool is not told: MEDSSL_THREADS, else every core this
+// process may run on.
+int default_threads(void);
 
 // Monotonic wall clock in seconds.
 double now_seconds(void);

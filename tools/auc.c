@@ -331,31 +331,6 @@ typedef struct {
     FILE *f;
 } output;
 
-static char *create_temp(const char *path, int *fd)
-{
-    size_t n = strlen(path) + 16;
-    char *temp = xmalloc(n);
-    const char *slash = strrchr(path, '/');
-    int dirlen = slash ? (int)(slash - path) + 1 : 0;
-    snprintf(temp, n, "%.*s.%s.XXXXXX", dirlen, path, path + dirlen);
-    *fd = mkstemp(temp);
-    if (*fd < 0)
-        die(path, "cannot create: %s", strerror(errno));
-    temp_register(temp);
-    // mkstemp makes the file 0600; give it the permissions open() would.
-    mode_t mask = umask(0);
-    umask(mask);
-    fchmod(*fd, 0666 & ~mask);
-    return temp;
-}
-
-static void commit_temp(const char *temp, const char *path)
-{
-    if (rename(temp, path) != 0)
-        die(path, "rename from %s: %s", temp, strerror(errno));
-    temp_release(temp);
-}
-
 static void output_open(output *o, const char *path)
 {
     o->path = path;
@@ -364,7 +339,7 @@ static void output_open(output *o, const char *path)
     if (!path || strcmp(path, "-") == 0)
         return;
     int fd;
-    o->temp = create_temp(path, &fd);
+    fd = temp_create_beside(path, &o->temp);
     o->f = fdopen(fd, "w");
     if (!o->f)
         die(path, "fdopen: %s", strerror(errno));
@@ -381,8 +356,7 @@ static void output_close(output *o)
         die(name, "fsync: %s", strerror(errno));
     if (fclose(o->f) != 0)
         die(name, "close: %s", strerror(errno));
-    commit_temp(o->temp, o->path);
-    free(o->temp);
+    temp_commit(o->temp, o->path);
 }
 
 typedef struct {
@@ -551,8 +525,8 @@ static void write_roc(const char *path, const metrics_data *d, const metrics_rep
     char *svg = metrics_roc_svg(d, rep, names);
     size_t len = strlen(svg);
     size_t plen = strlen(path);
-    int fd;
-    char *temp = create_temp(path, &fd);
+    char *temp;
+    int fd = temp_create_beside(path, &temp);
     if (plen >= 4 && strcmp(path + plen - 4, ".svg") == 0) {
         if (write(fd, svg, len) != (ssize_t)len || fsync(fd) != 0)
             die(path, "write error: %s", strerror(errno));
@@ -566,8 +540,7 @@ static void write_roc(const char *path, const metrics_data *d, const metrics_rep
         g_object_unref(image);
     }
     close(fd);
-    commit_temp(temp, path);
-    free(temp);
+    temp_commit(temp, path);
     free(svg);
 }
 

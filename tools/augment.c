@@ -180,20 +180,6 @@ static void parse_range(const char *opt, const char *s, float *lo, float *hi, do
     *hi = v[1];
 }
 
-static int default_threads(void)
-{
-    const char *s = getenv("MEDSSL_THREADS");
-    if (s && *s) {
-        char *end;
-        long n = strtol(s, &end, 10);
-        if (*end || n < 1 || n > 4096)
-            die(NULL, "MEDSSL_THREADS=%s: expected a thread count >= 1", s);
-        return (int)n;
-    }
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
 static void parse_options(state *st, int argc, char **argv)
 {
     aug_config *c = &st->cfg;
