@@ -91,4 +91,83 @@ install: $(TOOLS) $(LIBA)
 clean:
 	rm -rf build bin
 
+# ---- hardening: sanitizers, fuzzing, valgrind (see tests/fuzz/README.md) ----------
+#
+#   make check-asan      the whole suite on tools and tests built with ASan + UBSan
+#   make fuzz            each libFuzzer target for FUZZ_SECONDS (clang)
+#   make check-valgrind  memcheck on a tiny end-to-end run (slow: not in make check)
+#
+# Each build has its own folder under build/, apart from the gcc objects.
+
+.PHONY: check-asan fuzzers fuzz check-valgrind
+SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+ASAN = build/asan
+ASAN_UNITS = $(UNITS:build/%=$(ASAN)/%)
+$(ASAN)/%.o: %.c $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	$(say) CC $@
+	$(Q)$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -c $< -o $@
+$(ASAN)/libmedssl.a: $(LIB_OBJ:build/%=$(ASAN)/%)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+define asan_link
+	@mkdir -p $(dir $@)
+	$(say) LD $@
+	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) $< $(ASAN)/libmedssl.a $(ALL_LDLIBS) -o $@
+endef
+$(ASAN)/bin/%: $(ASAN)/tools/%.o $(ASAN)/libmedssl.a ; $(asan_link)
+$(ASAN)/tests/%: $(ASAN)/tests/unit/%.o $(ASAN)/libmedssl.a ; $(asan_link)
+$(ASAN)/helpers/%: $(ASAN)/tests/helpers/%.o $(ASAN)/libmedssl.a ; $(asan_link)
+
+# Sanitizer reports go to files, so that none goes unseen in a test that
+# keeps a tool's stderr to itself; any error report fails the target (a
+# forked child's "thread was not suspended" notes are not errors).  A small
+# quarantine keeps resident memory near the plain build's, which
+# pair-sample.sh measures; tests/memcheck/lsan.supp lists third-party leaks.
+check-asan: $(TOOLS:bin/%=$(ASAN)/bin/%) $(ASAN_UNITS) $(HELPERS:build/%=$(ASAN)/%)
+	@sh mk/deps.sh check
+	@rm -rf $(ASAN)/reports && mkdir -p $(ASAN)/reports
+	@ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=8:exitcode=86:log_path=$(CURDIR)/$(ASAN)/reports/asan \
+	 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/memcheck/lsan.supp:print_suppressions=0 \
+	 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=86:log_path=$(CURDIR)/$(ASAN)/reports/ubsan \
+	 PATH="$(CURDIR)/$(ASAN)/bin:$(CURDIR)/$(ASAN)/helpers:$$PATH" tests/run.sh $(ASAN_UNITS) $(TOOL_TESTS); \
+	 rc=$$?; bad=$$(grep -l -e ERROR -e 'runtime error' $(ASAN)/reports/* 2>/dev/null); \
+	 if [ -n "$$bad" ]; then head -n 60 $$bad; echo "sanitizer reports: $$bad"; exit 1; fi; exit $$rc
+
+# libFuzzer targets, built with clang; OpenMP through libgomp, the runtime
+# BLIS is built against.
+FUZZ = build/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = $(patsubst tests/fuzz/%.c,$(FUZZ)/%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CFLAGS = $(subst -fopenmp,-fopenmp=libgomp,$(ALL_CFLAGS)) $(SAN_FLAGS) -Wno-unknown-pragmas
+$(FUZZ)/.deps: mk/deps.sh
+	@mkdir -p $(FUZZ)
+	@sh mk/deps.sh check
+	@touch $@
+$(FUZZ)/%.o: %.c $(DEPS_OK) $(FUZZ)/.deps
+	@mkdir -p $(dir $@)
+	$(say) CC $@
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+$(FUZZ)/libmedssl.a: $(LIB_OBJ:build/%=$(FUZZ)/%)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+$(FUZZ)/fuzz_%: $(FUZZ)/tests/fuzz/fuzz_%.o $(FUZZ)/libmedssl.a
+	$(say) LD $@
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(FUZZ)/libmedssl.a \
+	    $(subst -fopenmp,-fopenmp=libgomp,$(ALL_LDLIBS)) -o $@
+$(FUZZ)/mkseeds: build/tests/fuzz/mkseeds.o $(LIBA)
+	$(say) LD $@
+	$(Q)$(CC) $(CFLAGS) $< $(LIBA) $(ALL_LDLIBS) -o $@
+$(FUZZ)/seeds: $(FUZZ)/mkseeds
+	@rm -rf $@
+	$(Q)$(FUZZ)/mkseeds $@
+fuzzers: $(FUZZ_TARGETS) $(FUZZ)/seeds
+fuzz: fuzzers
+	@tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+check-valgrind: $(TOOLS) $(HELPERS)
+	@sh mk/deps.sh valgrind
+	@PATH="$(CURDIR)/bin:$(CURDIR)/build/helpers:$$PATH" tests/memcheck/valgrind.sh
+
 -include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,20 +1,22 @@
 #!/bin/sh
 # Installs the Debian packages the build and the tests need, when missing.
-# Usage: mk/deps.sh build|check|demo|bench
+# Usage: mk/deps.sh build|check|demo|bench|valgrind
 # As root it runs apt-get; otherwise it prints the exact command to run.
 set -eu
 
 build="pkg-config gcc make libvips-dev libvips-tools libmsgpack-dev libzstd-dev zstd libtiff-dev libblis-openmp-dev"
-check="$build time python3-numpy python3-msgpack dataset-fashion-mnist"
+check="$build time python3-numpy python3-msgpack dataset-fashion-mnist clang libclang-rt-14-dev libomp-14-dev"
 demo="$build dataset-fashion-mnist"
 bench="$check python3-torch python3-torchvision python3-sklearn python3-pil hyperfine"
+valgrind="$build valgrind"
 
 case "${1:-build}" in
     build) want=$build ;;
     check) want=$check ;;
     demo) want=$demo ;;
     bench) want=$bench ;;
-    *) echo "deps.sh: usage: deps.sh build|check|demo|bench" >&2; exit 2 ;;
+    valgrind) want=$valgrind ;;
+    *) echo "deps.sh: usage: deps.sh build|check|demo|bench|valgrind" >&2; exit 2 ;;
 esac
 
 missing=""
