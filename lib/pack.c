@@ -227,9 +227,10 @@ static char **copy_strings(const msgpack_object *o, int *n, int max, const char 
         failf(err, errlen, "header: %s must be an array of at most %d strings", what, max);
         return NULL;
     }
-    *n = (int)o->via.array.size;
-    char **s = xcalloc((size_t)*n + 1, sizeof *s);
-    for (int i = 0; i < *n; i++) {
+    // *n is set only on success: pack_close frees *n strings.
+    int count = (int)o->via.array.size;
+    char **s = xcalloc((size_t)count + 1, sizeof *s);
+    for (int i = 0; i < count; i++) {
         const msgpack_object *e = &o->via.array.ptr[i];
         if (e->type != MSGPACK_OBJECT_STR || e->via.str.size >= PACK_NAME_MAX) {
             for (int j = 0; j < i; j++)
@@ -243,6 +244,7 @@ static char **copy_strings(const msgpack_object *o, int *n, int max, const char 
         memcpy(s[i], e->via.str.ptr, e->via.str.size);
         s[i][e->via.str.size] = 0;
     }
+    *n = count;
     return s;
 }
 
