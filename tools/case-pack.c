@@ -51,7 +51,7 @@ static const char usage_text[] =
     "  -h, --help, -V, --version\n";
 
 typedef struct {
-    const char *path;     // as given (relative to the manifest) for the record
+    char *path;           // as given (relative to the manifest) for the record
     char *full;           // for opening
 } file_ref;
 
@@ -169,13 +169,17 @@ static void add_file(case_entry *c, const char *path, const char *full)
     c->files[c->nfiles++] = (file_ref){xstrdup(path), xstrdup(full)};
 }
 
-// Sets the class list from --classes or from the sorted set of labels seen.
+// Sets the class list from --classes or from the sorted set of labels seen
+// (whose strings it takes over or frees).
 static void set_classes(dataset *d, const char *fixed, strset *seen)
 {
     if (fixed) {
         char **items;
         d->meta.nclasses = split_list(fixed, ",", &items);
         d->meta.classes = items;
+        for (int i = 0; i < seen->n; i++)
+            free(seen->items[i]);
+        free(seen->items);
         return;
     }
     qsort(seen->items, (size_t)seen->n, sizeof *seen->items, cmp_str);
@@ -463,6 +467,27 @@ static void load_tree(const char *root, const input_opts *in, dataset *d)
         die(root, "no cases found (layout %s)", in->layout);
 }
 
+static void dataset_free(dataset *d)
+{
+    for (int i = 0; i < d->ncases; i++) {
+        case_entry *c = &d->cases[i];
+        for (int j = 0; j < c->nfiles; j++) {
+            free(c->files[j].path);
+            free(c->files[j].full);
+        }
+        free(c->files);
+        free(c->id);
+        free(c->labels);
+    }
+    free(d->cases);
+    for (int k = 0; k < d->meta.nclasses; k++)
+        free(d->meta.classes[k]);
+    free(d->meta.classes);
+    for (int k = 0; k < d->meta.nsplits; k++)
+        free(d->meta.splits[k]);
+    free(d->meta.splits);
+}
+
 // ---- decoding and writing ---------------------------------------------------------------
 
 typedef struct {
@@ -672,5 +697,6 @@ int main(int argc, char **argv)
     }
     free(split_cases);
     free(class_cases);
+    dataset_free(&d);
     return 0;
 }
