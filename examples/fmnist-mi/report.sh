@@ -40,7 +40,7 @@ for split in test test_shift; do
             for f in $fractions 1; do printf ' %s |' "$(cell "$run/ft-$m-$f/$split.json" $metric)"; done; echo
         done
         for m in natural simclr micle; do
-            printf '| linear evaluation: %s |' "$(label $m)"
+            printf '| linear evaluation: %s |' "$(label $m | sed 's/ + fine-tune//')"
             for f in $fractions; do printf ' |'; done
             printf ' %s |\n' "$(cell "$run/lin-$m-1/$split.json" $metric)"
         done
