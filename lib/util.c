@@ -61,6 +61,19 @@ static void on_terminate(int sig)
     raise(sig);
 }
 
+// Installs a handler, unless the signal was ignored when the process
+// started: nohup ignores SIGHUP, and a shell without job control ignores
+// SIGINT in its background commands; those choices must stand.
+static void catch_signal(int sig, void (*handler)(int))
+{
+    struct sigaction old, sa;
+    if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+        return;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigaction(sig, &sa, NULL);
+}
+
 static volatile sig_atomic_t *stop_flag;
 
 static void on_stop(int sig)
@@ -75,11 +88,8 @@ static void on_stop(int sig)
 void on_stop_signal(volatile sig_atomic_t *flag)
 {
     stop_flag = flag;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    catch_signal(SIGINT, on_stop);
+    catch_signal(SIGTERM, on_stop);
 }
 
 void util_init(const char *argv0)
@@ -94,10 +104,9 @@ void util_init(const char *argv0)
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigpipe;
     sigaction(SIGPIPE, &sa, NULL);
-    sa.sa_handler = on_terminate;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    catch_signal(SIGINT, on_terminate);
+    catch_signal(SIGTERM, on_terminate);
+    catch_signal(SIGHUP, on_terminate);
     atexit(remove_temps);
 }
 
