@@ -18,6 +18,7 @@ struct batch_reader {
     int c, h, w;        // image shape, once known
     uint8_t *labels;    // multi-label targets of the current batch
     int labels_cap;
+    volatile sig_atomic_t *stop;  // see batch_stop_on
 };
 
 static const char *const view_keys[2][2] = {{"image", NULL}, {"a", "b"}};
@@ -78,6 +79,8 @@ batch_reader *batch_open(const char *path, int views, const char *need)
     return b;
 }
 
+void batch_stop_on(batch_reader *b, volatile sig_atomic_t *stop) { b->stop = stop; }
+
 void batch_close(batch_reader *b)
 {
     mts_reader_close(b->r);
@@ -94,9 +97,19 @@ bool batch_peek(batch_reader *b)
         return true;
     if (b->ended)
         return false;
-    if (!mts_next_record(b->r, &b->frame, on_header, b)) {
-        b->ended = true;
-        return false;
+    for (;;) {
+        int got = mts_read(b->r, &b->frame);
+        if (got < 0 && b->stop && *b->stop)
+            got = 0;  // the producer was stopped by the same signal, mid-frame
+        if (got < 0)
+            die(mts_reader_name(b->r), "%s", mts_reader_error(b->r));
+        if (got == 0) {
+            b->ended = true;
+            return false;
+        }
+        if (!b->frame.is_header)
+            break;
+        on_header(&b->frame, b);
     }
     b->pending = true;
     if (b->c == 0) {  // fix the stream's image shape from the first record

@@ -12,6 +12,7 @@
 #ifndef MEDSSL_BATCH_H
 #define MEDSSL_BATCH_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -50,6 +51,12 @@ void batch_close(batch_reader *b);
 // n * views * C * H * W floats (the shape is known after the first record:
 // batch_peek).  meta (may be NULL) receives n entries.
 int batch_next(batch_reader *b, int n, float *x, record_meta *meta);
+
+// Once *stop is set (on_stop_signal), a read error ends the stream like a
+// clean end: a signal sent to a whole pipeline stops the producer too, often
+// in the middle of a frame, and the trainer must then save its last step
+// rather than report a truncated input.
+void batch_stop_on(batch_reader *b, volatile sig_atomic_t *stop);
 
 // Reads ahead to the first record (not consumed) and returns false at the
 // end of the stream; then the shape and the info are known.

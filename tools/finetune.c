@@ -305,6 +305,7 @@ int main(int argc, char **argv)
     double t0 = now_seconds();
     volatile sig_atomic_t stop = 0;
     on_stop_signal(&stop);
+    batch_stop_on(in, &stop);
     for (;;) {
         // A batch never spans two epochs, so that validation sees whole epochs.
         int64_t left = per_epoch - (seen - epoch * per_epoch);

@@ -192,6 +192,7 @@ int main(int argc, char **argv)
     float *dz = xaligned_alloc((size_t)2 * batch * cfg.proj_dim * sizeof(float));
     volatile sig_atomic_t stop = 0;
     on_stop_signal(&stop);
+    batch_stop_on(in, &stop);
     progress_t prog;
     progress_init(&prog, 30);
     double t_start = now_seconds(), loss_avg = NAN;
@@ -201,6 +202,8 @@ int main(int argc, char **argv)
     for (;;) {
         int n = batch_next(in, batch, x, NULL);
         if (n < batch) {
+            if (stop)
+                break;
             if (n > 0 && !quiet)
                 fprintf(stderr, "ntxent-step: dropped the last %d pairs (less than a batch)\n", n);
             break;
@@ -232,19 +235,25 @@ int main(int argc, char **argv)
                             (double)correct / (2 * n), lr, 2 * n / dt, per * (double)(sched.total_steps - step));
         }
         save = (ckpt_info){.step = step, .records = step * batch, .epoch = (int64_t)epoch, .loss = last_loss};
-        if ((save_every && step % save_every == 0) || stop)
+        if (stop)
+            break;
+        if (save_every && step % save_every == 0)
             ckpt_save(output, &m, o, &save, "ntxent-step", argc, argv);
-        if (stop) {
-            if (!quiet) {
-                progress_done(&prog);
-                fprintf(stderr, "ntxent-step: %s at step %lld: checkpoint saved to %s\n",
-                        stop == SIGINT ? "interrupted" : "terminated", (long long)step, output);
-            }
-            return 128 + stop;
-        }
     }
     if (!quiet)
         progress_done(&prog);
+    if (stop) {
+        // The signal came during a step (finished first) or while waiting
+        // for input (the producer, stopped by the same signal, may have cut
+        // the stream short): either way the last step taken is saved.
+        if (step > first_step)
+            ckpt_save(output, &m, o, &save, "ntxent-step", argc, argv);
+        if (!quiet)
+            fprintf(stderr, "ntxent-step: %s at step %lld: %s%s\n", stop == SIGINT ? "interrupted" : "terminated",
+                    (long long)step, step > first_step ? "checkpoint saved to " : "no step taken, nothing saved",
+                    step > first_step ? output : "");
+        return 128 + stop;
+    }
     if (step == first_step)
         die(batch_name(in), "fewer pairs than one batch of %d: nothing trained", batch);
     save = (ckpt_info){.step = step, .records = step * batch, .epoch = step * batch / pairs_per_epoch,
