@@ -1,6 +1,7 @@
 #include "batch.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -200,9 +201,17 @@ int batch_next(batch_reader *b, int n, float *x, record_meta *meta)
         const mts_frame *f = &b->frame;
         for (int v = 0; v < b->views; v++) {
             mts_tensor t;
-            check_image(b, f, view_keys[b->views - 1][v], &t);
+            const char *key = view_keys[b->views - 1][v];
+            check_image(b, f, key, &t);
             size_t plane = (size_t)b->c * b->h * b->w;
-            mts_tensor_to_f32(&t, x + ((size_t)got * b->views + v) * plane);
+            float *dst = x + ((size_t)got * b->views + v) * plane;
+            mts_tensor_to_f32(&t, dst);
+            // A NaN pixel would turn a trainer's loss, or every score embed
+            // writes, into NaN far from its cause: name the record instead.
+            for (size_t i = 0; i < plane; i++)
+                if (!isfinite(dst[i]))
+                    mts_die_at(b->r, f, "'%s' has a %s pixel (value %zu of %zu): images must be finite", key,
+                               isnan(dst[i]) ? "NaN" : "infinite", i, plane);
         }
         if (meta)
             read_meta(b, f, &meta[got], b->labels + (size_t)got * b->info.nclasses);
