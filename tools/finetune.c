@@ -342,7 +342,9 @@ int main(int argc, char **argv)
                 fprintf(log, "%lld\t%lld\t%.6f\t%.4f\t%.6f\t%.6f\t%.6g\n", (long long)epoch, (long long)step,
                         epoch_loss / epoch_rows, lb.multilabel ? NAN : epoch_correct / epoch_rows, vloss, vmetric,
                         lr_at(&sched, step));
-                fflush(log);
+                // A full disk must stop the run, not leave a log that ends early.
+                if (fflush(log) != 0 || ferror(log))
+                    die(log_path, "write error: %s", strerror(errno));
             }
             if (!quiet) {
                 progress_done(&prog);
@@ -385,8 +387,8 @@ int main(int argc, char **argv)
     if (!quiet && best_epoch >= 0)
         fprintf(stderr, "finetune: kept epoch %lld (val %s %.4f)\n", (long long)best_epoch,
                 lb.multilabel ? "mean AUC" : "accuracy", best_metric);
-    if (log)
-        fclose(log);
+    if (log && fclose(log) != 0)
+        die(log_path, "write error: %s", strerror(errno));
     free(x);
     free(dlogits);
     free(meta);

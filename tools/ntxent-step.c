@@ -226,7 +226,9 @@ int main(int argc, char **argv)
         if (log) {
             fprintf(log, "%lld\t%.4f\t%.6f\t%.4f\t%.6g\t%.1f\n", (long long)step, epoch, loss,
                     (double)correct / (2 * n), lr, 2 * n / dt);
-            fflush(log);
+            // A full disk must stop the run, not leave a log that ends early.
+            if (fflush(log) != 0 || ferror(log))
+                die(log_path, "write error: %s", strerror(errno));
         }
         if (!quiet) {
             double el = now_seconds() - t_start, per = el / (double)(step - first_step);
@@ -263,8 +265,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "ntxent-step: %lld steps, final loss %.4f, %.1f images/s; saved %s\n",
                 (long long)(step - first_step), last_loss,
                 2.0 * batch * (double)(step - first_step) / (now_seconds() - t_start), output);
-    if (log)
-        fclose(log);
+    if (log && fclose(log) != 0)
+        die(log_path, "write error: %s", strerror(errno));
     free(x);
     free(dz);
     optim_free(o);
