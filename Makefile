@@ -136,7 +136,7 @@ check-asan: $(TOOLS:bin/%=$(ASAN)/bin/%) $(ASAN_UNITS) $(HELPERS:build/%=$(ASAN)
 	 if [ -n "$$bad" ]; then head -n 60 $$bad; echo "sanitizer reports: $$bad"; exit 1; fi; exit $$rc
 
 # libFuzzer targets, built with clang; OpenMP through libgomp, the runtime
-# BLIS is built against.
+# BLIS is built against.  clang ignores GCC's optimize pragma (imgops.c).
 FUZZ = build/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = $(patsubst tests/fuzz/%.c,$(FUZZ)/%,$(wildcard tests/fuzz/fuzz_*.c))
