@@ -1,0 +1,387 @@
+#!/usr/bin/env bash
+# bench/run.sh: medssl against what users would pick instead, side by side on
+# this machine in one run (`make bench`).  Writes a markdown report: a table
+# of ratios with the absolute figures beside them, then each benchmark's
+# details.  A ratio is the peer's time over ours (or our rate over the
+# peer's): above 1 we are faster.  Rows whose peer cannot be run are skipped
+# with the reason; rows below 1 get a perf profile of our side.
+#
+#   1 SGEMM: the BLIS kernel set the library chooses vs BLIS's own choice
+#   2 one SimCLR training step vs PyTorch (images/s, peak RSS)
+#   3 augment vs torchvision's SimCLR chain (bench/augment.sh)
+#   4 case-pack vs PIL decoding JPEG photos to 224 (vipsthumbnail beside)
+#   5 auc vs scikit-learn's roc_auc_score (bench/auc.sh)
+#   6 stream pass-through vs cat (bench/stream.sh)
+#   7 one SimCLR epoch: pair-sample | augment | ntxent-step vs a PyTorch
+#     DataLoader with torchvision transforms and the same step
+#
+# Usage: bench/run.sh [--quick] [-o FILE]
+#   --quick   small sizes, one repetition: for developing the benchmarks
+#             (numbers not comparable with a full run); prints to stdout only
+#   -o FILE   also write the report to FILE (default bench/results.md for a
+#             full run)
+# The report goes to stdout, progress to stderr.  Needs the tools, helpers and
+# benches built (make bench builds them first) and Debian's /usr/bin/python3
+# with python3-torch, -torchvision, -sklearn, -pil, -msgpack for the peers.
+
+# `make bench` runs this with sh: continue in bash.
+[ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+quick=0 out=""
+usage() { sed -n 's/^# \{0,1\}//; /^Usage:/,/^$/p' "$0" | sed '$d'; }
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) quick=1; shift ;;
+        -o) [ $# -ge 2 ] || { usage >&2; exit 2; }; out=$2; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+done
+[ -n "$out" ] || [ $quick = 1 ] || out=$root/bench/results.md
+
+bin=$root/bin helpers=$root/build/helpers benches=$root/build/bench
+py=/usr/bin/python3   # Debian's: the one with torch, sklearn, PIL (not pyenv's)
+cores=$(nproc)
+for f in "$bin/case-pack" "$bin/augment" "$bin/ntxent-step" "$helpers/mkpack" "$benches/sgemm" \
+         "$benches/simclr_step" "$benches/metrics_auc"; do
+    [ -x "$f" ] || { echo "run.sh: $f is missing: run 'make bench' (it builds everything first)" >&2; exit 1; }
+done
+
+if [ $quick = 1 ]; then
+    step_runs="--warmup 1 --steps 2"
+    a_size=64 a_pairs=4 b_size=64 b_pairs=4 c_pairs=32
+    aug_args=(50 1000) photos=60 auc_n=100000 stream_n=200 e2e_n=512 e2e_batch=64 reps=1
+else
+    step_runs="--warmup 2 --steps 5"
+    a_size=224 a_pairs=16 b_size=224 b_pairs=8 c_pairs=128
+    aug_args=() photos=300 auc_n=1000000 stream_n=2000 e2e_n=2048 e2e_batch=128 reps=3
+fi
+
+# Why a row was below 1 when last analysed, shown with its profile when it
+# still is (the profile is measured afresh; the analysis is not).
+declare -A step_reason=([2c]="")
+casepack_reason=""
+e2e_reason=""
+
+dir=$(mktemp -d /dev/shm/medssl-bench-XXXXXX 2>/dev/null || mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+main=$dir/main.md details=$dir/details.md profiles=$dir/profiles.md
+: > "$main"; : > "$details"; : > "$profiles"
+
+say() { echo "run.sh: $*" >&2; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+# ge A B: A >= B as numbers
+ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
+
+# wall CMD...: wall-clock seconds of one run (output discarded; a failure
+# stops the benchmark with the command's own messages).
+wall() {
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$@" > /dev/null 2> "$dir/cmd.err" || { cat "$dir/cmd.err" >&2; exit 1; }
+    t1=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", b - a }'
+}
+# best_wall N CMD...: the fastest of N runs: other work on a shared machine
+# only ever slows a run down.
+best_wall() {
+    local n=$1 b=1e9 t; shift
+    for _ in $(seq "$n"); do
+        t=$(wall "$@")
+        b=$(awk -v b="$b" -v t="$t" 'BEGIN { print (t < b ? t : b) }')
+    done
+    echo "$b"
+}
+
+# row ID WHAT OURS PEER RATIO [NOTE]: one line of the main table.  RATIO is
+# a number (formatted here) or text (a skip).
+row() {
+    local ratio=$5
+    if [[ $ratio =~ ^[0-9.e+-]+$ ]]; then
+        ratio=$(awk -v r="$ratio" 'BEGIN { printf (r < 1 ? "**%.2fx**" : "%.2fx"), r }')
+    fi
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" "$ratio" "$(load1)" "${6:-}" >> "$main"
+}
+skip() { # ID WHAT REASON
+    say "$1: skipped: $3"
+    row "$1" "$2" "–" "–" "skipped" "$3"
+}
+
+# profile ID WHY CMD...: perf's top entries of CMD (and its children) into
+# the profiles section, for a row below 1.
+profile() {
+    local id=$1 why=$2; shift 2
+    {
+        echo "### $id"
+        echo
+        echo "$why"
+        echo
+        if command -v perf > /dev/null; then
+            echo "\`perf record\` of \`${*#"$root"/}\` (self time, top entries):"
+            echo
+            echo '```'
+            if perf record -q -o "$dir/perf.data" -- "$@" > /dev/null 2> "$dir/perf.err"; then
+                perf report -i "$dir/perf.data" --stdio --no-children --sort comm,dso,sym -g none \
+                    > "$dir/perf.txt" 2> /dev/null
+                awk '/^ +[0-9.]+%/ && n++ < 15' "$dir/perf.txt"
+            else
+                echo "perf record failed: $(tail -1 "$dir/perf.err")"
+            fi
+            echo '```'
+        else
+            echo "(perf is not installed: apt-get install linux-perf for the profile)"
+        fi
+        echo
+    } >> "$profiles"
+}
+
+# md_cell FILE ROW HEADER: the cell in column HEADER (a header cell starting
+# with that text) of the first table row whose first cell starts with ROW,
+# in a markdown table printed by one of the sub-benchmarks; empty if absent.
+# Escaped bars (\|) inside cells are not separators.
+md_cell() {
+    ROW=$2 HEAD=$3 awk '
+        function cells(s) { gsub(/\\\|/, "\034", s); return split(s, f, / *\| */) }
+        BEGIN { row = ENVIRON["ROW"]; head = ENVIRON["HEAD"]; gsub(/\\\|/, "\034", row) }
+        !/^\|/ { next }
+        col == 0 { n = cells($0); for (i = 2; i < n; i++) if (index(f[i], head) == 1) col = i; next }
+        { n = cells($0); if (index(f[2], row) == 1) { v = f[col]; gsub(/\034/, "\\|", v); print v; exit } }' "$1"
+}
+
+have_torch=1 have_sklearn=1 have_pil=1
+$py -c 'import torch, torchvision' 2> /dev/null || have_torch=0
+$py -c 'import sklearn' 2> /dev/null || have_sklearn=0
+$py -c 'import PIL, numpy, sklearn' 2> /dev/null || have_pil=0
+no_torch="PyTorch/torchvision cannot be imported by $py (apt-get install python3-torch python3-torchvision)"
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+say "load average at start: $load_start ($cores cores)"
+
+# --- 1. SGEMM ---------------------------------------------------------------
+say "1: sgemm"
+"$benches/sgemm" --threads "$cores" > "$dir/sgemm.txt"
+ours_arch=$(sed -n 1p "$dir/sgemm.txt" | grep -o 'kernels [a-z0-9_]*' | cut -d' ' -f2)
+ours_rate=$(grep -m1 '2048^3' "$dir/sgemm.txt" | awk '{ print $(NF-1) }')
+peer_arch=$(sed -n '/own choice/,$p' "$dir/sgemm.txt" | grep -m1 -o 'kernels [a-z0-9_]*' | cut -d' ' -f2)
+peer_rate=$(sed -n '/own choice/,$p' "$dir/sgemm.txt" | grep -m1 '2048^3' | awk '{ print $(NF-1) }')
+row 1 "SGEMM 2048³, $cores threads, GFLOP/s: kernels chosen by blas_init ($ours_arch) vs BLIS 0.9.0's own choice ($peer_arch)" \
+    "$ours_rate" "$peer_rate" "$(awk -v a="$ours_rate" -v b="$peer_rate" 'BEGIN { print a / b }')"
+{
+    echo "## 1. SGEMM (build/bench/sgemm --threads $cores)"
+    echo
+    echo "Best of five windows of at least 0.1 s each; BLIS's own choice runs in a child process (BLIS fixes its kernels once per process)."
+    echo
+    echo '```'
+    cat "$dir/sgemm.txt"
+    echo '```'
+    echo
+} >> "$details"
+
+# --- 2. One SimCLR training step -----------------------------------------------
+# step_result FILE: "images/s peak-RSS-MB" from a run's output (its
+# "best_step_s" line and /usr/bin/time's line).
+step_result() {
+    awk '/^best_step_s/ { r = $4 } /^peak_rss_kb/ { m = $2 / 1024 } END { printf "%s %.0f\n", r, m }' "$1"
+}
+# timed_run OUT CMD...: CMD under /usr/bin/time (peak RSS), all output to OUT.
+timed_run() {
+    local log=$1; shift
+    /usr/bin/time -f 'peak_rss_kb %M' "$@" > "$log" 2>&1 || { cat "$log" >&2; exit 1; }
+}
+{
+    echo "## 2. One SimCLR training step"
+    echo
+    echo "2N views forward through the encoder and SimCLR v2's 2-layer projection head (training mode), NT-Xent (tau 0.1), backward, one LARS update, on $cores threads, from uniform-noise input: build/bench/simclr_step against bench/simclr_step_torch.py (torchvision's ResNet). images/s = 2N / the fastest step after the warm-up steps ($step_runs); peak RSS of the whole process (/usr/bin/time), which for PyTorch includes the interpreter and its libraries. Step times:"
+    echo
+} >> "$details"
+# step_row ID LABEL MODEL-OPTIONS...
+step_row() {
+    local id=$1 label=$2; shift 2
+    local args=("$@" --threads "$cores") ours rss_ours peer rss_peer ratio note=""
+    say "$id: SimCLR step, $label"
+    # shellcheck disable=SC2086  # $step_runs is a list of options
+    timed_run "$dir/ours.txt" "$benches/simclr_step" "${args[@]}" $step_runs
+    read -r ours rss_ours < <(step_result "$dir/ours.txt")
+    echo "$id medssl:  $(grep -o 'step [0-9]*: [0-9.]* s' "$dir/ours.txt" | cut -d' ' -f3 | paste -sd' ') s" >> "$dir/steps.txt"
+    if [ $have_torch = 0 ]; then
+        skip "$id" "SimCLR step, $label" "$no_torch"
+        return
+    fi
+    # shellcheck disable=SC2086
+    timed_run "$dir/peer.txt" $py "$root/bench/simclr_step_torch.py" "${args[@]}" $step_runs
+    read -r peer rss_peer < <(step_result "$dir/peer.txt")
+    echo "$id PyTorch: $(grep -o 'step [0-9]*: [0-9.]* s' "$dir/peer.txt" | cut -d' ' -f3 | paste -sd' ') s" >> "$dir/steps.txt"
+    ratio=$(awk -v a="$ours" -v b="$peer" 'BEGIN { print a / b }')
+    if ! ge "$ratio" 1; then
+        note="below 1: see the profile of $id"
+        profile "$id" "SimCLR step, $label. ${step_reason[$id]:-}" "$benches/simclr_step" "${args[@]}" --warmup 1 --steps 2
+    fi
+    row "$id" "SimCLR training step, $label: images/s (peak RSS)" "$ours ($rss_ours MB)" \
+        "PyTorch $peer ($rss_peer MB)" "$ratio" "$note"
+}
+: > "$dir/steps.txt"
+step_row 2a "ResNet-18, 3×${a_size}×${a_size}, N=$a_pairs" --depth 18 --width 1 --stem large --channels 3 \
+    --size "$a_size" --pairs "$a_pairs"
+step_row 2b "ResNet-50, 3×${b_size}×${b_size}, N=$b_pairs" --depth 50 --width 1 --stem large --channels 3 \
+    --size "$b_size" --pairs "$b_pairs"
+step_row 2c "ResNet-18 small stem ×0.5, 1×32×32, N=$c_pairs" --depth 18 --width 0.5 --stem small --channels 1 \
+    --size 32 --pairs "$c_pairs"
+{ echo '```'; cat "$dir/steps.txt"; echo '```'; echo; } >> "$details"
+
+# --- 3. augment vs torchvision ------------------------------------------------------
+if [ ! -f "$root/bench/augment.sh" ]; then
+    skip 3 "augment vs torchvision's SimCLR chain" "bench/augment.sh does not exist"
+elif [ $have_torch = 0 ]; then
+    skip 3 "augment vs torchvision's SimCLR chain" "$no_torch"
+else
+    say "3: bench/augment.sh ${aug_args[*]}"
+    ROUNDS=$reps bash "$root/bench/augment.sh" "${aug_args[@]}" > "$dir/augment.md"
+    for size in 224 32; do
+        tv=$(md_cell "$dir/augment.md" "$size x $size, SimCLR" "torchvision, per core")
+        ours=$(md_cell "$dir/augment.md" "$size x $size, SimCLR" "augment, per core")
+        all=$(md_cell "$dir/augment.md" "$size x $size, SimCLR" "augment, $cores threads")
+        if [ -z "$tv" ] || [ -z "$ours" ]; then
+            row 3 "augment, SimCLR chain at $size" "see section 3" "" "" "bench/augment.sh's table has no such row"
+            continue
+        fi
+        row 3 "augment vs torchvision's SimCLR chain (PIL), ${size}×${size}, images per CPU-second, 1 thread (augment on $cores threads: ${all:-?} img/s wall)" \
+            "$ours" "torchvision $tv" "$(awk -v a="$ours" -v b="$tv" 'BEGIN { print a / b }')"
+    done
+    { echo "## 3. augment vs torchvision (bench/augment.sh ${aug_args[*]})"; echo; cat "$dir/augment.md"; echo; } >> "$details"
+fi
+
+# --- 4. case-pack vs PIL ---------------------------------------------------------
+if [ $have_pil = 0 ]; then
+    skip 4 "case-pack vs PIL" "PIL, numpy or scikit-learn (its sample photos) cannot be imported by $py"
+else
+    say "4: $photos JPEG photos: case-pack, PIL, vipsthumbnail"
+    $py "$root/bench/make_photos.py" "$dir/photos" "$photos"
+    jpeg_mb=$(du -sm "$dir/photos" | cut -f1)
+    t1=$(best_wall "$reps" "$bin/case-pack" -q -T 1 --size 224 --crop --dir "$dir/photos" -o "$dir/photos.pack")
+    tn=$(best_wall "$reps" "$bin/case-pack" -q -T "$cores" --size 224 --crop --dir "$dir/photos" -o "$dir/photos.pack")
+    read -r _ tpil _ < <($py "$root/bench/resize_pil.py" "$dir/photos" "$dir/photos.pil" "$reps")
+    mkdir -p "$dir/thumbs"
+    tvt=$(VIPS_CONCURRENCY=1 best_wall "$reps" vipsthumbnail --size 224x224 --smartcrop centre \
+          -o "$dir/thumbs/%s.v" "$dir"/photos/*/*.jpg)
+    rate() { awk -v n="$photos" -v t="$1" 'BEGIN { printf "%.0f img/s (%.2f s)", n / t, t }'; }
+    note=""
+    ge "$(awk -v a="$tpil" -v b="$t1" 'BEGIN { print a / b }')" 1 || {
+        note="below 1: see the profile of 4"
+        profile 4 "case-pack, one thread, against PIL. $casepack_reason" \
+            "$bin/case-pack" -q -T 1 --size 224 --crop --dir "$dir/photos" -o "$dir/photos.pack"
+    }
+    row 4 "case-pack -T 1 vs PIL (draft decode, resize, crop; one process): $photos JPEG photos 800×600 to 224×224" \
+        "$(rate "$t1")" "PIL $(rate "$tpil")" "$(awk -v a="$tpil" -v b="$t1" 'BEGIN { print a / b }')" "$note"
+    row 4 "case-pack -T $cores (all cores) vs PIL (one process); target ≥ 3x" \
+        "$(rate "$tn")" "PIL $(rate "$tpil")" "$(awk -v a="$tpil" -v b="$tn" 'BEGIN { print a / b }')"
+    row 4 "reference: vipsthumbnail --size 224x224 --smartcrop centre, one process, one libvips thread, vs case-pack -T 1" \
+        "$(rate "$t1")" "vipsthumbnail $(rate "$tvt")" "$(awk -v a="$tvt" -v b="$t1" 'BEGIN { print a / b }')"
+    {
+        echo "## 4. case-pack vs PIL"
+        echo
+        echo "$photos JPEG files ($jpeg_mb MB, 800×600, quality 90) cut from scikit-learn's sample photographs with sensor-like noise (bench/make_photos.py; this machine has no photo collection), one folder per case, in /dev/shm. Best wall time of $reps runs. case-pack: \`case-pack -q -T T --size 224 --crop --dir ROOT\` (the whole tool: listing, decoding, writing the pack). PIL: bench/resize_pil.py (Image.draft, resize, centre crop, pixels appended to one file; interpreter start-up not counted). vipsthumbnail: all files in one process, VIPS_CONCURRENCY=1, .v output."
+        echo
+    } >> "$details"
+fi
+
+# --- 5. auc vs scikit-learn ---------------------------------------------------------
+if [ $have_sklearn = 0 ]; then
+    skip 5 "auc vs scikit-learn" "scikit-learn cannot be imported by $py (apt-get install python3-sklearn)"
+else
+    say "5: bench/auc.sh $auc_n"
+    bash "$root/bench/auc.sh" "$auc_n" > "$dir/auc.md"
+    for kind in continuous ties; do
+        sk=$(md_cell "$dir/auc.md" "$kind" "sklearn roc_auc_score")
+        mem=$(md_cell "$dir/auc.md" "$kind" "metrics_auc")
+        tool=$(md_cell "$dir/auc.md" "$kind" "auc tool")
+        diff=$(md_cell "$dir/auc.md" "$kind" "difference")
+        if [ -z "$sk" ] || [ -z "$mem" ]; then
+            row 5 "auc, $kind scores" "see section 5" "" "" "bench/auc.sh's table has no such row"
+            continue
+        fi
+        sk=${sk% s} mem=${mem%% s*}
+        row 5 "ROC AUC of $auc_n $kind scores: the library in memory (the auc tool reading a stream of $auc_n records: $tool) vs roc_auc_score on numpy arrays; |difference| $diff" \
+            "$mem s" "sklearn $sk s" "$(awk -v a="$sk" -v b="$mem" 'BEGIN { print a / b }')"
+    done
+    { echo "## 5. auc vs scikit-learn (bench/auc.sh $auc_n)"; echo; cat "$dir/auc.md"; echo; } >> "$details"
+fi
+
+# --- 6. stream vs cat ---------------------------------------------------------------
+say "6: bench/stream.sh $stream_n"
+bash "$root/bench/stream.sh" "$stream_n" > "$dir/stream.md"
+cat_rate=$(md_cell "$dir/stream.md" 'cat x.mts \| cat' "MB/s")
+for what in "mts cat (parse + write, raw)" "mts count (parse only)"; do
+    r=$(md_cell "$dir/stream.md" "cat x.mts \\| $what" "MB/s")
+    if [ -z "$r" ] || [ -z "$cat_rate" ]; then
+        row 6 "$what vs cat" "see section 6" "" "" "bench/stream.sh's table has no such row"
+        continue
+    fi
+    row 6 "stream through a pipe, u8 3×224×224 records, MB/s: cat x.mts \\| $what vs cat x.mts \\| cat" \
+        "$r MB/s" "cat $cat_rate MB/s" "$(awk -v a="$r" -v b="$cat_rate" 'BEGIN { print a / b }')"
+done
+{ echo "## 6. stream pass-through vs cat (bench/stream.sh $stream_n)"; echo; cat "$dir/stream.md"; echo; } >> "$details"
+
+# --- 7. One SimCLR epoch, end to end -------------------------------------------
+say "7: one SimCLR epoch of $e2e_n images, batch $e2e_batch"
+"$helpers/mkpack" "$dir/e2e.pack" "$e2e_n" 1 10 3 32 32 stripes
+model=(--model resnet18 --width 0.5 --stem small --head-layers 2)
+# What a user runs: the pipeline script, with its split of the cores.
+ours_cmd=(bash "$root/pipelines/simclr.sh" --epochs 1 --batch "$e2e_batch" --size 32 --split all --seed 1
+          "$dir/e2e.pack" "$dir/e2e.ckpt" -- "${model[@]}" -q)
+t_ours=$(best_wall 2 "${ours_cmd[@]}")
+ours=$(awk -v n="$e2e_n" -v t="$t_ours" 'BEGIN { printf "%.1f", 2 * n / t }')
+if [ $have_torch = 0 ]; then
+    skip 7 "one SimCLR epoch" "$no_torch"
+else
+    "$bin/pair-sample" -q --mode single --split all --no-shuffle -o "$dir/e2e-images.mts" "$dir/e2e.pack"
+    # The same passive OpenMP waiting as our pipeline (pipelines/common.bash):
+    # with 2 DataLoader workers beside the trainer's threads, spinning
+    # threads would take the cores the others need.
+    t_peer=1e9
+    for _ in 1 2; do
+        t=$(OMP_WAIT_POLICY=passive $py "$root/bench/simclr_epoch_torch.py" "$dir/e2e-images.mts" \
+            --batch "$e2e_batch" --threads "$cores" | awk '{ print $2 }')
+        t_peer=$(awk -v b="$t_peer" -v t="$t" 'BEGIN { print (t < b ? t : b) }')
+    done
+    peer=$(awk -v n="$e2e_n" -v t="$t_peer" 'BEGIN { printf "%.1f", 2 * n / t }')
+    ratio=$(awk -v a="$t_peer" -v b="$t_ours" 'BEGIN { print a / b }')
+    note=""
+    if ! ge "$ratio" 1; then
+        note="below 1: see the profile of 7"
+        profile 7 "One SimCLR epoch. $e2e_reason" "${ours_cmd[@]}"
+    fi
+    row 7 "one SimCLR epoch, $e2e_n images 3×32×32, ResNet-18 small stem ×0.5, batch $e2e_batch: pipelines/simclr.sh (pair-sample \\| augment \\| ntxent-step) vs a DataLoader (2 workers) + torchvision transforms + the same step; views/s" \
+        "$ours ($(printf '%.1f' "$t_ours") s)" "PyTorch $peer ($(printf '%.1f' "$t_peer") s)" "$ratio" "$note"
+fi
+{
+    echo "## 7. One SimCLR epoch"
+    echo
+    echo "A pack of $e2e_n synthetic 3×32×32 images (build/helpers/mkpack ... stripes), every image once as a pair, batch $e2e_batch, ResNet-18 small stem ×0.5 with a 2-layer head, SimCLR's augmentations at 32. Ours: \`pipelines/simclr.sh --epochs 1 --batch $e2e_batch --size 32 --split all\` (pair-sample -T 1 | augment -T 1 | ntxent-step -T $((cores > 1 ? cores - 1 : 1)), OMP_WAIT_POLICY=passive), wall time of the whole pipeline including start-up and the checkpoint write. PyTorch: bench/simclr_epoch_torch.py on the same images (in memory as PIL images), DataLoader with 2 workers, torch.set_num_threads($cores), OMP_WAIT_POLICY=passive; the epoch's wall time from starting the workers to the last update (imports and model construction not counted). Best of 2 runs each; views/s = 2 × images / time."
+    echo
+} >> "$details"
+
+# --- The report -------------------------------------------------------------------
+{
+    echo "# medssl benchmarks against the peers"
+    echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(lscpu | sed -n 's/^Model name: *//p'), $cores cores, load average at start $load_start (at the end $(cut -d' ' -f1-3 /proc/loadavg)); medssl $(git -C "$root" describe --always --dirty 2> /dev/null || echo '(no git)')$([ $quick = 1 ] && echo '; --quick: small sizes, not comparable with a full run')."
+    echo
+    echo "Ratio: the peer's time over ours (our rate over the peer's), so above 1 we are faster; **bold** below 1. The load column is the 1-minute load average when the row was measured (the machine is shared)."
+    echo
+    echo "| # | benchmark | medssl | peer | ratio | load | notes |"
+    echo "|---|---|---:|---:|---:|---:|---|"
+    cat "$main"
+    echo
+    if [ -s "$profiles" ]; then
+        echo "## Rows below 1: profiles of our side"
+        echo
+        cat "$profiles"
+    fi
+    cat "$details"
+} > "$dir/report.md"
+if [ -n "$out" ]; then
+    cp "$dir/report.md" "$out.tmp" && mv "$out.tmp" "$out"
+    say "report written to $out"
+fi
+cat "$dir/report.md"
