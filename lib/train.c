@@ -1,8 +1,10 @@
 #include "train.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "blas.h"
 #include "cli.h"
 #include "util.h"
 
@@ -74,4 +76,18 @@ model_config model_opts_resolve(const model_opts *o, const model_config *ckpt_cf
         die(ckpt_path ? ckpt_path : "model", "the model takes %d-channel images, the stream has %d channels",
             c.encoder.in_ch, stream_channels);
     return c;
+}
+
+bool common_opts_parse(common_opts *c, int opt, const char *arg, const char *usage)
+{
+    switch (opt) {
+    case 'T': c->threads = (int)cli_int("--threads", arg, 1, 1024); return true;
+    case 'q': c->quiet = true; return true;
+    case 'h': fputs(usage, stdout); exit(0);
+    case 'V':
+        blas_init(c->threads);
+        cli_version(blas_description());
+        exit(0);
+    }
+    return false;
 }

@@ -31,6 +31,22 @@ enum {
     "      --head-hidden D     hidden width of the head (default: the encoder's width)\n"  \
     "      --proj-dim D        projection width (default 128)\n"
 
+// The options every computing tool shares: -T/--threads, -q/--quiet,
+// -h/--help, -V/--version (which names the BLIS kernel set).
+#define COMMON_LONGOPTS                                                               \
+    {"threads", required_argument, 0, 'T'}, {"quiet", no_argument, 0, 'q'},          \
+    {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}
+#define COMMON_SHORTOPTS "T:qhV"
+
+typedef struct {
+    int threads;   // 0: the default (MEDSSL_THREADS, else all cores)
+    bool quiet;
+} common_opts;
+
+// Handles one of COMMON_LONGOPTS (--help prints usage and --version the
+// version, both then exit 0); false for any other option.
+bool common_opts_parse(common_opts *c, int opt, const char *arg, const char *usage);
+
 typedef struct {
     model_config cfg;
     unsigned given;   // which options the user gave (bits by OPT_* - OPT_MODEL)

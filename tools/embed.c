@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "model.h"
 #include "stream.h"
+#include "train.h"
 #include "util.h"
 
 static const char usage_text[] =
@@ -134,19 +135,21 @@ static void to_probs(float *v, int k, bool multilabel)
 int main(int argc, char **argv)
 {
     util_init(argv[0]);
+    common_opts co = {0};
     const char *ckpt_path = NULL, *output = NULL;
-    int key = -1, batch = 64, threads = 0;
-    bool per_case = false, quiet = false;
+    int key = -1, batch = 64;
+    bool per_case = false;
     mts_write_opts wopts = {.zstd_level = -1};
     enum { OPT_PER_CASE = 2000 };
     static const struct option longopts[] = {
         {"ckpt", required_argument, 0, 'c'}, {"output-key", required_argument, 0, 'k'},
         {"per-case", required_argument, 0, OPT_PER_CASE}, {"batch", required_argument, 0, 'b'},
-        {"output", required_argument, 0, 'o'}, {"threads", required_argument, 0, 'T'},
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
+        {"output", required_argument, 0, 'o'}, COMMON_LONGOPTS,
         {0, 0, 0, 0}};
     int opt;
-    while ((opt = getopt_long(argc, argv, "c:k:b:o:T:qhV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:k:b:o:" COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        if (common_opts_parse(&co, opt, optarg, usage_text))
+            continue;
         switch (opt) {
         case 'c': ckpt_path = optarg; break;
         case 'k':
@@ -162,13 +165,6 @@ int main(int argc, char **argv)
             break;
         case 'b': batch = (int)cli_int("--batch", optarg, 1, 1 << 16); break;
         case 'o': output = optarg; break;
-        case 'T': threads = (int)cli_int("--threads", optarg, 1, 1024); break;
-        case 'q': quiet = true; break;
-        case 'h': fputs(usage_text, stdout); return 0;
-        case 'V':
-            blas_init(threads);
-            cli_version(blas_description());
-            return 0;
         default: die_usage("unknown option");
         }
     }
@@ -176,7 +172,7 @@ int main(int argc, char **argv)
         die_usage("no model: give --ckpt");
     if (optind < argc - 1)
         die_usage("at most one input stream");
-    blas_init(threads);
+    blas_init(co.threads);
 
     model_config cfg;
     ckpt_info info;
@@ -257,7 +253,7 @@ int main(int argc, char **argv)
             r->count++;
         }
         done += n;
-        if (!quiet)
+        if (!co.quiet)
             progress_update(&prog, "%lld images, %.1f/s", (long long)done, done / (now_seconds() - t0));
     }
     for (int64_t r = 0; r < t.n; r++) {
@@ -273,7 +269,7 @@ int main(int argc, char **argv)
         free(t.rows[r].labels);
     }
     mts_writer_close(out);
-    if (!quiet) {
+    if (!co.quiet) {
         progress_done(&prog);
         fprintf(stderr, "embed: %lld images, %.1f images/s\n", (long long)done,
                 done / (now_seconds() - t0 + 1e-9));

@@ -155,11 +155,12 @@ static void validate(model *m, const char *path, int batch, label_buf *lb, doubl
 int main(int argc, char **argv)
 {
     util_init(argv[0]);
+    common_opts co = {0};
     model_opts mo;
     model_opts_init(&mo);
     const char *output = NULL, *init = NULL, *val = NULL, *log_path = NULL, *task = NULL;
-    bool random_init = false, linear_only = false, quiet = false;
-    int batch = 64, threads = 0;
+    bool random_init = false, linear_only = false;
+    int batch = 64;
     int64_t epochs = 0, per_epoch = 0;
     double base_lr = 0.1, momentum = 0.9, weight_decay = 1e-4, warmup_epochs = 0;
     lr_scaling scaling = LR_SCALING_LINEAR;
@@ -174,12 +175,10 @@ int main(int argc, char **argv)
         {"lr-scaling", required_argument, 0, OPT_SCALING}, {"momentum", required_argument, 0, OPT_MOMENTUM},
         {"weight-decay", required_argument, 0, OPT_WD}, {"warmup-epochs", required_argument, 0, OPT_WARMUP},
         {"val", required_argument, 0, OPT_VAL}, {"log", required_argument, 0, OPT_LOG},
-        {"seed", required_argument, 0, OPT_SEED}, {"threads", required_argument, 0, 'T'},
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
-        MODEL_LONGOPTS, {0, 0, 0, 0}};
+        {"seed", required_argument, 0, OPT_SEED}, COMMON_LONGOPTS, MODEL_LONGOPTS, {0, 0, 0, 0}};
     int opt;
-    while ((opt = getopt_long(argc, argv, "o:b:T:qhV", longopts, NULL)) != -1) {
-        if (model_opts_parse(&mo, opt, optarg))
+    while ((opt = getopt_long(argc, argv, "o:b:" COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        if (model_opts_parse(&mo, opt, optarg) || common_opts_parse(&co, opt, optarg, usage_text))
             continue;
         switch (opt) {
         case 'o': output = optarg; break;
@@ -209,13 +208,6 @@ int main(int argc, char **argv)
         case OPT_VAL: val = optarg; break;
         case OPT_LOG: log_path = optarg; break;
         case OPT_SEED: seed = (uint64_t)cli_int("--seed", optarg, 0, INT64_MAX); break;
-        case 'T': threads = (int)cli_int("--threads", optarg, 1, 1024); break;
-        case 'q': quiet = true; break;
-        case 'h': fputs(usage_text, stdout); return 0;
-        case 'V':
-            blas_init(threads);
-            cli_version(blas_description());
-            return 0;
         default: die_usage("unknown option");
         }
     }
@@ -226,7 +218,7 @@ int main(int argc, char **argv)
     if (optind < argc - 1)
         die_usage("at most one input stream");
     check_writable(output);
-    blas_init(threads);
+    blas_init(co.threads);
 
     batch_reader *in = batch_open(optind < argc ? argv[optind] : NULL, 1,
                                   "labeled image records (pair-sample --mode single | augment)");
@@ -271,7 +263,7 @@ int main(int argc, char **argv)
     oc.weight_decay = weight_decay;
     optimizer *o = optim_create(&m.params, &oc);
     lr_schedule sched = lr_schedule_simclr(base_lr, scaling, batch, per_epoch, epochs, warmup_epochs);
-    if (!quiet) {
+    if (!co.quiet) {
         char desc[200];
         model_describe(&cfg, desc, sizeof desc);
         fprintf(stderr, "finetune: %s (%s, %s%s); %s; %lld images x %lld epochs, batch %d, peak lr %g\n", desc, task,
@@ -328,7 +320,7 @@ int main(int argc, char **argv)
             epoch_loss += (double)loss * n;
             epoch_correct += right;
             epoch_rows += n;
-            if (!quiet)
+            if (!co.quiet)
                 progress_update(&prog, "epoch %lld step %lld loss %.4f lr %.4g %.1f img/s", (long long)epoch + 1,
                                 (long long)step, loss, lr, seen / (now_seconds() - t0));
         }
@@ -346,7 +338,7 @@ int main(int argc, char **argv)
                 if (fflush(log) != 0 || ferror(log))
                     die(log_path, "write error: %s", strerror(errno));
             }
-            if (!quiet) {
+            if (!co.quiet) {
                 progress_done(&prog);
                 fprintf(stderr, "finetune: epoch %lld: train loss %.4f%s", (long long)epoch, epoch_loss / epoch_rows,
                         val ? "" : "\n");
@@ -381,10 +373,10 @@ int main(int argc, char **argv)
         die(batch_name(in), "no records: nothing trained");
     if (!val || best_epoch < 0)  // no validation, or no epoch with a defined metric
         ckpt_save(output, &m, NULL, &save, "finetune", argc, argv);
-    if (!quiet)
+    if (!co.quiet)
         fprintf(stderr, "finetune: %lld steps, %.1f images/s; %s%s\n", (long long)step, seen / (now_seconds() - t0),
                 output, best_epoch >= 0 ? "" : " (the last epoch)");
-    if (!quiet && best_epoch >= 0)
+    if (!co.quiet && best_epoch >= 0)
         fprintf(stderr, "finetune: kept epoch %lld (val %s %.4f)\n", (long long)best_epoch,
                 lb.multilabel ? "mean AUC" : "accuracy", best_metric);
     if (log && fclose(log) != 0)

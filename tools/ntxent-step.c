@@ -53,16 +53,16 @@ enum { OPT_TAU = 2000, OPT_LR, OPT_SCALING, OPT_OPTIM, OPT_MOMENTUM, OPT_WD, OPT
 int main(int argc, char **argv)
 {
     util_init(argv[0]);
+    common_opts co = {0};
     model_opts mo;
     model_opts_init(&mo);
     const char *output = NULL, *init = NULL, *resume = NULL, *log_path = NULL;
-    int batch = 256, threads = 0;
+    int batch = 256;
     double tau = 0.1, base_lr = 0.3, momentum = 0.9, weight_decay = 1e-6, warmup_epochs = 10;
     int64_t epochs = 0, pairs_per_epoch = 0, save_every = 0;
     uint64_t seed = 0;
     lr_scaling scaling = LR_SCALING_LINEAR;
     optim_kind okind = OPTIM_LARS;
-    bool quiet = false;
     static const struct option longopts[] = {
         {"output", required_argument, 0, 'o'}, {"batch", required_argument, 0, 'b'},
         {"tau", required_argument, 0, OPT_TAU}, {"lr", required_argument, 0, OPT_LR},
@@ -72,11 +72,10 @@ int main(int argc, char **argv)
         {"pairs-per-epoch", required_argument, 0, OPT_PPE}, {"init", required_argument, 0, OPT_INIT},
         {"resume", required_argument, 0, OPT_RESUME}, {"save-every", required_argument, 0, OPT_SAVE_EVERY},
         {"log", required_argument, 0, OPT_LOG}, {"seed", required_argument, 0, OPT_SEED},
-        {"threads", required_argument, 0, 'T'}, {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, MODEL_LONGOPTS, {0, 0, 0, 0}};
+        COMMON_LONGOPTS, MODEL_LONGOPTS, {0, 0, 0, 0}};
     int opt;
-    while ((opt = getopt_long(argc, argv, "o:b:T:qhV", longopts, NULL)) != -1) {
-        if (model_opts_parse(&mo, opt, optarg))
+    while ((opt = getopt_long(argc, argv, "o:b:" COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        if (model_opts_parse(&mo, opt, optarg) || common_opts_parse(&co, opt, optarg, usage_text))
             continue;
         switch (opt) {
         case 'o': output = optarg; break;
@@ -101,13 +100,6 @@ int main(int argc, char **argv)
         case OPT_SAVE_EVERY: save_every = cli_int("--save-every", optarg, 0, INT64_MAX); break;
         case OPT_LOG: log_path = optarg; break;
         case OPT_SEED: seed = (uint64_t)cli_int("--seed", optarg, 0, INT64_MAX); break;
-        case 'T': threads = (int)cli_int("--threads", optarg, 1, 1024); break;
-        case 'q': quiet = true; break;
-        case 'h': fputs(usage_text, stdout); return 0;
-        case 'V':
-            blas_init(threads);
-            cli_version(blas_description());
-            return 0;
         default: die_usage("unknown option");
         }
     }
@@ -118,7 +110,7 @@ int main(int argc, char **argv)
     if (init && resume)
         die_usage("--init and --resume exclude each other (--resume continues a run, --init starts one)");
     check_writable(output);
-    blas_init(threads);
+    blas_init(co.threads);
 
     batch_reader *in = batch_open(optind < argc ? argv[optind] : NULL, 2,
                                   "pair records from pair-sample | augment");
@@ -165,7 +157,7 @@ int main(int argc, char **argv)
         bool same_head = ckcfg.head_layers == cfg.head_layers && ckcfg.proj_dim == cfg.proj_dim &&
                          ckcfg.head_hidden == cfg.head_hidden;
         ckpt_load(init, &m, NULL, CKPT_ENCODER | (same_head ? CKPT_HEAD : 0));
-        if (!quiet)
+        if (!co.quiet)
             fprintf(stderr, "ntxent-step: %s: initialised the encoder%s\n", init,
                     same_head ? " and the projection head" : " (the head is new: its shape differs)");
     }
@@ -180,7 +172,7 @@ int main(int argc, char **argv)
         if (!resume)
             fprintf(log, "step\tepoch\tloss\tpos_acc\tlr\timages_per_s\n");
     }
-    if (!quiet) {
+    if (!co.quiet) {
         char desc[200];
         model_describe(&cfg, desc, sizeof desc);
         fprintf(stderr, "ntxent-step: %s, %zu parameters; %s; batch %d, %lld steps, peak lr %g, tau %g\n", desc,
@@ -204,7 +196,7 @@ int main(int argc, char **argv)
         if (n < batch) {
             if (stop)
                 break;
-            if (n > 0 && !quiet)
+            if (n > 0 && !co.quiet)
                 fprintf(stderr, "ntxent-step: dropped the last %d pairs (less than a batch)\n", n);
             break;
         }
@@ -230,7 +222,7 @@ int main(int argc, char **argv)
             if (fflush(log) != 0 || ferror(log))
                 die(log_path, "write error: %s", strerror(errno));
         }
-        if (!quiet) {
+        if (!co.quiet) {
             double el = now_seconds() - t_start, per = el / (double)(step - first_step);
             progress_update(&prog, "step %lld/%lld epoch %.2f loss %.4f (avg %.4f) pos-acc %.3f lr %.4g %.1f img/s %.0f s left",
                             (long long)step, (long long)sched.total_steps, epoch, loss, loss_avg,
@@ -242,7 +234,7 @@ int main(int argc, char **argv)
         if (save_every && step % save_every == 0)
             ckpt_save(output, &m, o, &save, "ntxent-step", argc, argv);
     }
-    if (!quiet)
+    if (!co.quiet)
         progress_done(&prog);
     if (stop) {
         // The signal came during a step (finished first) or while waiting
@@ -250,7 +242,7 @@ int main(int argc, char **argv)
         // the stream short): either way the last step taken is saved.
         if (step > first_step)
             ckpt_save(output, &m, o, &save, "ntxent-step", argc, argv);
-        if (!quiet)
+        if (!co.quiet)
             fprintf(stderr, "ntxent-step: %s at step %lld: %s%s\n", stop == SIGINT ? "interrupted" : "terminated",
                     (long long)step, step > first_step ? "checkpoint saved to " : "no step taken, nothing saved",
                     step > first_step ? output : "");
@@ -261,7 +253,7 @@ int main(int argc, char **argv)
     save = (ckpt_info){.step = step, .records = step * batch, .epoch = step * batch / pairs_per_epoch,
                        .loss = last_loss};
     ckpt_save(output, &m, o, &save, "ntxent-step", argc, argv);
-    if (!quiet)
+    if (!co.quiet)
         fprintf(stderr, "ntxent-step: %lld steps, final loss %.4f, %.1f images/s; saved %s\n",
                 (long long)(step - first_step), last_loss,
                 2.0 * batch * (double)(step - first_step) / (now_seconds() - t_start), output);
