@@ -364,21 +364,23 @@ int main(int argc, char **argv)
             if (!val)
                 ckpt_save(output, &m, NULL, &save, "finetune", argc, argv);
             fprintf(stderr, "finetune: stopped by a signal at step %lld; %s saved\n", (long long)step, output);
-            return 128 + stop;
+            break;
         }
         if (n == 0)
             break;
     }
-    if (step == 0)
-        die(batch_name(in), "no records: nothing trained");
-    if (!val || best_epoch < 0)  // no validation, or no epoch with a defined metric
-        ckpt_save(output, &m, NULL, &save, "finetune", argc, argv);
-    if (!co.quiet)
-        fprintf(stderr, "finetune: %lld steps, %.1f images/s; %s%s\n", (long long)step, seen / (now_seconds() - t0),
-                output, best_epoch >= 0 ? "" : " (the last epoch)");
-    if (!co.quiet && best_epoch >= 0)
-        fprintf(stderr, "finetune: kept epoch %lld (val %s %.4f)\n", (long long)best_epoch,
-                lb.multilabel ? "mean AUC" : "accuracy", best_metric);
+    if (!stop) {
+        if (step == 0)
+            die(batch_name(in), "no records: nothing trained");
+        if (!val || best_epoch < 0)  // no validation, or no epoch with a defined metric
+            ckpt_save(output, &m, NULL, &save, "finetune", argc, argv);
+        if (!co.quiet)
+            fprintf(stderr, "finetune: %lld steps, %.1f images/s; %s%s\n", (long long)step,
+                    seen / (now_seconds() - t0), output, best_epoch >= 0 ? "" : " (the last epoch)");
+        if (!co.quiet && best_epoch >= 0)
+            fprintf(stderr, "finetune: kept epoch %lld (val %s %.4f)\n", (long long)best_epoch,
+                    lb.multilabel ? "mean AUC" : "accuracy", best_metric);
+    }
     if (log && fclose(log) != 0)
         die(log_path, "write error: %s", strerror(errno));
     free(x);
@@ -389,5 +391,5 @@ int main(int argc, char **argv)
     optim_free(o);
     model_free(&m);
     batch_close(in);
-    return 0;
+    return stop ? 128 + stop : 0;
 }

@@ -246,17 +246,17 @@ int main(int argc, char **argv)
             fprintf(stderr, "ntxent-step: %s at step %lld: %s%s\n", stop == SIGINT ? "interrupted" : "terminated",
                     (long long)step, step > first_step ? "checkpoint saved to " : "no step taken, nothing saved",
                     step > first_step ? output : "");
-        return 128 + stop;
+    } else {
+        if (step == first_step)
+            die(batch_name(in), "fewer pairs than one batch of %d: nothing trained", batch);
+        save = (ckpt_info){.step = step, .records = step * batch, .epoch = step * batch / pairs_per_epoch,
+                           .loss = last_loss};
+        ckpt_save(output, &m, o, &save, "ntxent-step", argc, argv);
+        if (!co.quiet)
+            fprintf(stderr, "ntxent-step: %lld steps, final loss %.4f, %.1f images/s; saved %s\n",
+                    (long long)(step - first_step), last_loss,
+                    2.0 * batch * (double)(step - first_step) / (now_seconds() - t_start), output);
     }
-    if (step == first_step)
-        die(batch_name(in), "fewer pairs than one batch of %d: nothing trained", batch);
-    save = (ckpt_info){.step = step, .records = step * batch, .epoch = step * batch / pairs_per_epoch,
-                       .loss = last_loss};
-    ckpt_save(output, &m, o, &save, "ntxent-step", argc, argv);
-    if (!co.quiet)
-        fprintf(stderr, "ntxent-step: %lld steps, final loss %.4f, %.1f images/s; saved %s\n",
-                (long long)(step - first_step), last_loss,
-                2.0 * batch * (double)(step - first_step) / (now_seconds() - t_start), output);
     if (log && fclose(log) != 0)
         die(log_path, "write error: %s", strerror(errno));
     free(x);
@@ -264,5 +264,5 @@ int main(int argc, char **argv)
     optim_free(o);
     model_free(&m);
     batch_close(in);
-    return 0;
+    return stop ? 128 + stop : 0;
 }

@@ -133,3 +133,18 @@ kill -HUP "$(cat hup.pid)"
 wait $!
 rc=$?
 [ $rc -eq 0 ] && cmp -s hup.mts all.mts && pass "nohup: a hangup does not stop a tool" || fail "nohup" "status $rc"
+
+# finetune the same way: SIGINT while it waits for input saves and exits 130.
+pair-sample -q -m single --split all p.pack | augment -q --eval --size 16 > images.mts
+bytes=$(($(stat -c %s images.mts) * 4 / 10))
+set -m
+bash -c "{ head -c $bytes images.mts; sleep 60; } | finetune --random-init ${model[*]} --batch 16 -T 1 \
+    -o ft.ckpt; echo \$? > status" 2> ft.err &
+group=$!
+set +m
+sleep 2
+kill -INT -- -$group
+wait $group
+[ "$(cat status)" = 130 ] && mts count ft.ckpt > /dev/null && ! grep -q truncated ft.err \
+    && pass "finetune: SIGINT while waiting for input: exit 130, the checkpoint saved" \
+    || fail "finetune SIGINT" "status $(cat status)" "$(cat ft.err)"
