@@ -7,8 +7,9 @@
 #   tests/fuzz/run.sh [-c CORPUS_ROOT] SECONDS build/fuzz/fuzz_NAME...
 #
 # New inputs go to CORPUS_ROOT/NAME (default build/fuzz/corpus/NAME, kept
-# between runs); crashes to build/fuzz/crashes/NAME-*.  Exits 1 when a
-# target crashed, leaked or timed out.
+# between runs), libFuzzer's output to CORPUS_ROOT/NAME.log, crashes to
+# build/fuzz/crashes/NAME-*.  Exits 1 when a target crashed, leaked or timed
+# out.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 corpus_root=$top/build/fuzz/corpus
@@ -32,7 +33,7 @@ for target in "$@"; do
     [ -d "$top/tests/fuzz/corpus/$name" ] && dirs+=("$top/tests/fuzz/corpus/$name")
     dict=()
     case $name in stream | pack | ckpt) dict=(-dict="$top/tests/fuzz/msgpack.dict") ;; esac
-    log=$top/build/fuzz/$name.log
+    log=$corpus_root/$name.log
     rc=0
     nice -n 19 "$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$crashes/$name-" "${dict[@]}" "${dirs[@]}" > "$log" 2>&1 || rc=$?
