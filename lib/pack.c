@@ -413,7 +413,11 @@ bool pack_open(const char *path, pack_t *p, char *err, size_t errlen)
             failf(err, errlen, "index: case %lld: byte range outside the records", (long long)i);
             goto fail;
         }
-        if (p->ninst[i] < 1 || p->split[i] >= p->meta.nsplits || p->labeled[i] > 1) {
+        // A record's images array can hold no more than the reader's count
+        // limit: a larger count is false, and pair-sample sizes its unit
+        // table from these counts before it reads a record.
+        if (p->ninst[i] < 1 || (uint64_t)p->ninst[i] > p->lim.max_count || p->split[i] >= p->meta.nsplits ||
+            p->labeled[i] > 1) {
             failf(err, errlen, "index: case %lld: bad instance count, split or labeled flag", (long long)i);
             goto fail;
         }
