@@ -59,11 +59,40 @@ else
     aug_args=() photos=300 auc_n=1000000 stream_n=2000 e2e_n=2048 e2e_batch=128 reps=3
 fi
 
-# Why a row was below 1 when last analysed, shown with its profile when it
-# still is (the profile is measured afresh; the analysis is not).
-declare -A step_reason=([2c]="")
-casepack_reason=""
-e2e_reason=""
+# Why a row was below 1 when last analysed (2026-11-22, on this machine under
+# others' load), shown with its profile when it still is: the profile is
+# measured afresh, the analysis is not.
+step_reason="Two causes. (1) Waiting that burns the cores: BLIS's OpenMP build synchronises its threads
+inside every GEMM with its own spin barrier (libblis.so.4 0xb059b0/0xb059b3, the loop just after
+bli_thrcomm_bcast in Debian's 0.9.0), which ignores OMP_WAIT_POLICY; when the machine has more
+runnable threads than cores, one BLIS thread is descheduled and its partner spins through its
+time slice (up to 78% of the samples under a load of 8). At a load of 5, an experiment with BLIS
+single-threaded inside gemm_f32 and the columns of C split across OpenMP threads (passive
+waiting) gave the same losses and 32, 15 and 32 images/s on the --quick shapes of 2a, 2b and 2c,
+against 3.8, 3.0 and 12.7 as built (one thread as built: 32, 15 and 56). (2) Convolutions are
+im2col + SGEMM with M = output channels, so BLIS packs the whole im2col matrix and each packed
+value feeds only M multiply-adds: at 32x32 (2c), one thread, forward + backward per conv, ours
+runs at 62 GFLOP/s at 32 channels, 77-80 at 64, 89-92 at 128, 92-103 at 256, PyTorch's oneDNN
+direct convolutions at 71-75, 141-157, 165-179, 174-193 (a 2048^3 SGEMM: 168); and im2col,
+col2im, batch norm and copies take about a third of a one-thread profile at 32x32 (col2im 9%,
+memmove 7%, im2col 6%, batch norm backward 6% and forward 4%)."
+casepack_reason="libvips's thumbnail keeps a factor of at least 2 for its final resize, so at 800x600 -> 224
+(2.7x) it decodes the JPEG at full size (PIL's draft decodes at 1/2 through libjpeg's DCT
+scaling), then reduces with Lanczos-3 in scalar code (libvips.so.42 0xff620-0xff651, in
+vips_reduce's vertical pass); per-image pipeline set-up (glib/gobject: mutexes, hash tables,
+option strings, orc code generation) adds 20-30%. Decoding with vips_jpegload_buffer(...,
+\"shrink\", 2) and then vips_resize cut libvips's CPU time for 300 photos from 2.1 s to 1.3 s
+(PIL: about 0.95 s)."
+e2e_reason="pipelines/simclr.sh gives augment one thread and ntxent-step the remaining cores - 1 = 1, so
+training, the bottleneck, runs on one core while PyTorch trains on two beside its two loader
+workers; giving ntxent-step both cores today is far worse on a loaded machine (512 images: 550 s
+against 17-23 s at a load of 5), because of BLIS's spinning barrier (see the step rows). The
+profile is ntxent-step's: GEMM kernels, then im2col/col2im, batch norm and copies."
+
+# Both sides wait passively, as medssl's pipelines do (pipelines/common.bash):
+# on a shared machine, threads spinning at a barrier take the cores that
+# other processes (and the peer's own loader workers) need.
+export OMP_WAIT_POLICY=passive
 
 dir=$(mktemp -d /dev/shm/medssl-bench-XXXXXX 2>/dev/null || mktemp -d)
 trap 'rm -rf "$dir"' EXIT
@@ -159,24 +188,25 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 say "load average at start: $load_start ($cores cores)"
 
 # --- 1. SGEMM ---------------------------------------------------------------
-say "1: sgemm"
-"$benches/sgemm" --threads "$cores" > "$dir/sgemm.txt"
-ours_arch=$(sed -n 1p "$dir/sgemm.txt" | grep -o 'kernels [a-z0-9_]*' | cut -d' ' -f2)
-ours_rate=$(grep -m1 '2048^3' "$dir/sgemm.txt" | awk '{ print $(NF-1) }')
-peer_arch=$(sed -n '/own choice/,$p' "$dir/sgemm.txt" | grep -m1 -o 'kernels [a-z0-9_]*' | cut -d' ' -f2)
-peer_rate=$(sed -n '/own choice/,$p' "$dir/sgemm.txt" | grep -m1 '2048^3' | awk '{ print $(NF-1) }')
-row 1 "SGEMM 2048³, $cores threads, GFLOP/s: kernels chosen by blas_init ($ours_arch) vs BLIS 0.9.0's own choice ($peer_arch)" \
-    "$ours_rate" "$peer_rate" "$(awk -v a="$ours_rate" -v b="$peer_rate" 'BEGIN { print a / b }')"
+# On one thread (the kernels alone; a busy machine barely moves the best
+# window) and on every core.
 {
-    echo "## 1. SGEMM (build/bench/sgemm --threads $cores)"
+    echo "## 1. SGEMM (build/bench/sgemm)"
     echo
     echo "Best of five windows of at least 0.1 s each; BLIS's own choice runs in a child process (BLIS fixes its kernels once per process)."
     echo
-    echo '```'
-    cat "$dir/sgemm.txt"
-    echo '```'
-    echo
 } >> "$details"
+for threads in 1 "$cores"; do
+    say "1: sgemm --threads $threads"
+    "$benches/sgemm" --threads "$threads" > "$dir/sgemm.txt"
+    ours_arch=$(sed -n 1p "$dir/sgemm.txt" | grep -o 'kernels [a-z0-9_]*' | cut -d' ' -f2)
+    ours_rate=$(grep -m1 '2048^3' "$dir/sgemm.txt" | awk '{ print $(NF-1) }')
+    peer_arch=$(sed -n '/own choice/,$p' "$dir/sgemm.txt" | grep -m1 -o 'kernels [a-z0-9_]*' | cut -d' ' -f2)
+    peer_rate=$(sed -n '/own choice/,$p' "$dir/sgemm.txt" | grep -m1 '2048^3' | awk '{ print $(NF-1) }')
+    row 1 "SGEMM 2048³, $threads thread(s), GFLOP/s: kernels chosen by blas_init ($ours_arch) vs BLIS 0.9.0's own choice ($peer_arch)" \
+        "$ours_rate" "$peer_rate" "$(awk -v a="$ours_rate" -v b="$peer_rate" 'BEGIN { print a / b }')"
+    { echo "--threads $threads:"; echo; echo '```'; cat "$dir/sgemm.txt"; echo '```'; echo; } >> "$details"
+done
 
 # --- 2. One SimCLR training step -----------------------------------------------
 # step_result FILE: "images/s peak-RSS-MB" from a run's output (its
@@ -215,7 +245,7 @@ step_row() {
     ratio=$(awk -v a="$ours" -v b="$peer" 'BEGIN { print a / b }')
     if ! ge "$ratio" 1; then
         note="below 1: see the profile of $id"
-        profile "$id" "SimCLR step, $label. ${step_reason[$id]:-}" "$benches/simclr_step" "${args[@]}" --warmup 1 --steps 2
+        profile "$id" "SimCLR step, $label. $step_reason" "$benches/simclr_step" "${args[@]}" --warmup 1 --steps 2
     fi
     row "$id" "SimCLR training step, $label: images/s (peak RSS)" "$ours ($rss_ours MB)" \
         "PyTorch $peer ($rss_peer MB)" "$ratio" "$note"
@@ -335,12 +365,9 @@ if [ $have_torch = 0 ]; then
     skip 7 "one SimCLR epoch" "$no_torch"
 else
     "$bin/pair-sample" -q --mode single --split all --no-shuffle -o "$dir/e2e-images.mts" "$dir/e2e.pack"
-    # The same passive OpenMP waiting as our pipeline (pipelines/common.bash):
-    # with 2 DataLoader workers beside the trainer's threads, spinning
-    # threads would take the cores the others need.
     t_peer=1e9
     for _ in 1 2; do
-        t=$(OMP_WAIT_POLICY=passive $py "$root/bench/simclr_epoch_torch.py" "$dir/e2e-images.mts" \
+        t=$($py "$root/bench/simclr_epoch_torch.py" "$dir/e2e-images.mts" \
             --batch "$e2e_batch" --threads "$cores" | awk '{ print $2 }')
         t_peer=$(awk -v b="$t_peer" -v t="$t" 'BEGIN { print (t < b ? t : b) }')
     done
@@ -357,7 +384,7 @@ fi
 {
     echo "## 7. One SimCLR epoch"
     echo
-    echo "A pack of $e2e_n synthetic 3×32×32 images (build/helpers/mkpack ... stripes), every image once as a pair, batch $e2e_batch, ResNet-18 small stem ×0.5 with a 2-layer head, SimCLR's augmentations at 32. Ours: \`pipelines/simclr.sh --epochs 1 --batch $e2e_batch --size 32 --split all\` (pair-sample -T 1 | augment -T 1 | ntxent-step -T $((cores > 1 ? cores - 1 : 1)), OMP_WAIT_POLICY=passive), wall time of the whole pipeline including start-up and the checkpoint write. PyTorch: bench/simclr_epoch_torch.py on the same images (in memory as PIL images), DataLoader with 2 workers, torch.set_num_threads($cores), OMP_WAIT_POLICY=passive; the epoch's wall time from starting the workers to the last update (imports and model construction not counted). Best of 2 runs each; views/s = 2 × images / time."
+    echo "A pack of $e2e_n synthetic 3×32×32 images (build/helpers/mkpack ... stripes), every image once as a pair, batch $e2e_batch, ResNet-18 small stem ×0.5 with a 2-layer head, SimCLR's augmentations at 32. Ours: \`pipelines/simclr.sh --epochs 1 --batch $e2e_batch --size 32 --split all\` (pair-sample -T 1 | augment -T 1 | ntxent-step -T $((cores > 1 ? cores - 1 : 1))), wall time of the whole pipeline including start-up and the checkpoint write. PyTorch: bench/simclr_epoch_torch.py on the same images (in memory as PIL images), DataLoader with 2 workers, torch.set_num_threads($cores); the epoch's wall time from starting the workers to the last update (imports and model construction not counted). Best of 2 runs each; views/s = 2 × images / time."
     echo
 } >> "$details"
 
@@ -367,7 +394,7 @@ fi
     echo
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(lscpu | sed -n 's/^Model name: *//p'), $cores cores, load average at start $load_start (at the end $(cut -d' ' -f1-3 /proc/loadavg)); medssl $(git -C "$root" describe --always --dirty 2> /dev/null || echo '(no git)')$([ $quick = 1 ] && echo '; --quick: small sizes, not comparable with a full run')."
     echo
-    echo "Ratio: the peer's time over ours (our rate over the peer's), so above 1 we are faster; **bold** below 1. The load column is the 1-minute load average when the row was measured (the machine is shared)."
+    echo "Ratio: the peer's time over ours (our rate over the peer's), so above 1 we are faster; **bold** below 1. The load column is the 1-minute load average when the row was measured (the machine is shared). OMP_WAIT_POLICY=passive for both sides, as medssl's pipelines set it."
     echo
     echo "| # | benchmark | medssl | peer | ratio | load | notes |"
     echo "|---|---|---:|---:|---:|---:|---|"
