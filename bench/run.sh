@@ -54,7 +54,7 @@ if [ $quick = 1 ]; then
     a_size=64 a_pairs=4 b_size=64 b_pairs=4 c_pairs=32
     aug_args=(50 1000) photos=60 auc_n=100000 stream_n=200 e2e_n=512 e2e_batch=64 reps=1
 else
-    step_runs="--warmup 2 --steps 5"
+    step_runs="--warmup 2 --steps 3"
     a_size=224 a_pairs=16 b_size=224 b_pairs=8 c_pairs=128
     aug_args=() photos=300 auc_n=1000000 stream_n=2000 e2e_n=2048 e2e_batch=128 reps=3
 fi
@@ -83,6 +83,7 @@ vips_reduce's vertical pass); per-image pipeline set-up (glib/gobject: mutexes, 
 option strings, orc code generation) adds 20-30%. Decoding with vips_jpegload_buffer(...,
 \"shrink\", 2) and then vips_resize cut libvips's CPU time for 300 photos from 2.1 s to 1.3 s
 (PIL: about 0.95 s)."
+unanalysed="Not analysed: this row was above 1 when the benchmarks were written."
 e2e_reason="pipelines/simclr.sh gives augment one thread and ntxent-step the remaining cores - 1 = 1, so
 training, the bottleneck, runs on one core while PyTorch trains on two beside its two loader
 workers; giving ntxent-step both cores today is far worse on a loaded machine (512 images: 550 s
@@ -166,6 +167,22 @@ profile() {
     } >> "$profiles"
 }
 
+# checked_row ID WHAT OURS PEER RATIO WHY PREPARE CMD...: row(); when RATIO
+# is below 1, first a profile of CMD (our side) under WHY, after running
+# PREPARE (a command that makes CMD's input, or :).
+checked_row() {
+    local id=$1 what=$2 ours=$3 peer=$4 ratio=$5 why=$6 prepare=$7 note=""
+    shift 7
+    if ! ge "$ratio" 1; then
+        note="below 1: see the profile of $id"
+        "$prepare"
+        profile "$id" "$why" "$@"
+    fi
+    row "$id" "$what" "$ours" "$peer" "$ratio" "$note"
+}
+# ratio A B: A / B
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { print a / b }'; }
+
 # md_cell FILE ROW HEADER: the cell in column HEADER (a header cell starting
 # with that text) of the first table row whose first cell starts with ROW,
 # in a markdown table printed by one of the sub-benchmarks; empty if absent.
@@ -184,7 +201,7 @@ $py -c 'import torch, torchvision' 2> /dev/null || have_torch=0
 $py -c 'import sklearn' 2> /dev/null || have_sklearn=0
 $py -c 'import PIL, numpy, sklearn' 2> /dev/null || have_pil=0
 no_torch="PyTorch/torchvision cannot be imported by $py (apt-get install python3-torch python3-torchvision)"
-load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg) started=$(date -u '+%Y-%m-%d %H:%M UTC')
 say "load average at start: $load_start ($cores cores)"
 
 # --- 1. SGEMM ---------------------------------------------------------------
@@ -203,8 +220,9 @@ for threads in 1 "$cores"; do
     ours_rate=$(grep -m1 '2048^3' "$dir/sgemm.txt" | awk '{ print $(NF-1) }')
     peer_arch=$(sed -n '/own choice/,$p' "$dir/sgemm.txt" | grep -m1 -o 'kernels [a-z0-9_]*' | cut -d' ' -f2)
     peer_rate=$(sed -n '/own choice/,$p' "$dir/sgemm.txt" | grep -m1 '2048^3' | awk '{ print $(NF-1) }')
-    row 1 "SGEMM 2048³, $threads thread(s), GFLOP/s: kernels chosen by blas_init ($ours_arch) vs BLIS 0.9.0's own choice ($peer_arch)" \
-        "$ours_rate" "$peer_rate" "$(awk -v a="$ours_rate" -v b="$peer_rate" 'BEGIN { print a / b }')"
+    checked_row "1$([ "$threads" = 1 ] && echo a || echo b)" \
+        "SGEMM 2048³, $threads thread(s), GFLOP/s: kernels chosen by blas_init ($ours_arch) vs BLIS 0.9.0's own choice ($peer_arch)" \
+        "$ours_rate" "$peer_rate" "$(ratio "$ours_rate" "$peer_rate")" "$unanalysed" : "$benches/sgemm" --threads "$threads"
     { echo "--threads $threads:"; echo; echo '```'; cat "$dir/sgemm.txt"; echo '```'; echo; } >> "$details"
 done
 
@@ -228,29 +246,29 @@ timed_run() {
 # step_row ID LABEL MODEL-OPTIONS...
 step_row() {
     local id=$1 label=$2; shift 2
-    local args=("$@" --threads "$cores") ours rss_ours peer rss_peer ratio note=""
+    local args=("$@" --threads "$cores") ours rss_ours peer rss_peer ratio
     say "$id: SimCLR step, $label"
     # shellcheck disable=SC2086  # $step_runs is a list of options
     timed_run "$dir/ours.txt" "$benches/simclr_step" "${args[@]}" $step_runs
     read -r ours rss_ours < <(step_result "$dir/ours.txt")
     echo "$id medssl:  $(grep -o 'step [0-9]*: [0-9.]* s' "$dir/ours.txt" | cut -d' ' -f3 | paste -sd' ') s" >> "$dir/steps.txt"
     if [ $have_torch = 0 ]; then
-        skip "$id" "SimCLR step, $label" "$no_torch"
+        say "$id: no peer: $no_torch"
+        row "$id" "SimCLR training step, $label: images/s (peak RSS)" "$ours ($rss_ours MB)" "–" "skipped" "$no_torch"
         return
     fi
     # shellcheck disable=SC2086
     timed_run "$dir/peer.txt" $py "$root/bench/simclr_step_torch.py" "${args[@]}" $step_runs
     read -r peer rss_peer < <(step_result "$dir/peer.txt")
     echo "$id PyTorch: $(grep -o 'step [0-9]*: [0-9.]* s' "$dir/peer.txt" | cut -d' ' -f3 | paste -sd' ') s" >> "$dir/steps.txt"
-    ratio=$(awk -v a="$ours" -v b="$peer" 'BEGIN { print a / b }')
-    if ! ge "$ratio" 1; then
-        note="below 1: see the profile of $id"
-        profile "$id" "SimCLR step, $label. $step_reason" "$benches/simclr_step" "${args[@]}" --warmup 1 --steps 2
-    fi
-    row "$id" "SimCLR training step, $label: images/s (peak RSS)" "$ours ($rss_ours MB)" \
-        "PyTorch $peer ($rss_peer MB)" "$ratio" "$note"
+    ratio=$(ratio "$ours" "$peer")
+    checked_row "$id" "SimCLR training step, $label: images/s (peak RSS)" "$ours ($rss_ours MB)" \
+        "PyTorch $peer ($rss_peer MB)" "$ratio" "SimCLR step, $label. ${step_reason_once:-$step_reason}" : \
+        "$benches/simclr_step" "${args[@]}" --warmup 1 --steps 1
+    ge "$ratio" 1 || step_reason_once=${step_reason_once:-"The causes are those given under $id."}
 }
 : > "$dir/steps.txt"
+step_reason_once=""   # the reason is written out under the first step row below 1 only
 step_row 2a "ResNet-18, 3×${a_size}×${a_size}, N=$a_pairs" --depth 18 --width 1 --stem large --channels 3 \
     --size "$a_size" --pairs "$a_pairs"
 step_row 2b "ResNet-50, 3×${b_size}×${b_size}, N=$b_pairs" --depth 50 --width 1 --stem large --channels 3 \
@@ -266,17 +284,24 @@ elif [ $have_torch = 0 ]; then
     skip 3 "augment vs torchvision's SimCLR chain" "$no_torch"
 else
     say "3: bench/augment.sh ${aug_args[*]}"
+    # Inputs for a profile, like augment.sh's (it removes its own).
+    aug_input() {
+        MKSTREAM_OUT=$dir/aug224.mts "$helpers/mkstream" 200 u8 3 256 256
+        MKSTREAM_OUT=$dir/aug32.mts "$helpers/mkstream" 5000 u8 3 32 32
+    }
     ROUNDS=$reps bash "$root/bench/augment.sh" "${aug_args[@]}" > "$dir/augment.md"
     for size in 224 32; do
+        id=3$([ "$size" = 224 ] && echo a || echo b)
         tv=$(md_cell "$dir/augment.md" "$size x $size, SimCLR" "torchvision, per core")
         ours=$(md_cell "$dir/augment.md" "$size x $size, SimCLR" "augment, per core")
         all=$(md_cell "$dir/augment.md" "$size x $size, SimCLR" "augment, $cores threads")
         if [ -z "$tv" ] || [ -z "$ours" ]; then
-            row 3 "augment, SimCLR chain at $size" "see section 3" "" "" "bench/augment.sh's table has no such row"
+            row "$id" "augment, SimCLR chain at $size" "see section 3" "" "" "bench/augment.sh's table has no such row"
             continue
         fi
-        row 3 "augment vs torchvision's SimCLR chain (PIL), ${size}×${size}, images per CPU-second, 1 thread (augment on $cores threads: ${all:-?} img/s wall)" \
-            "$ours" "torchvision $tv" "$(awk -v a="$ours" -v b="$tv" 'BEGIN { print a / b }')"
+        checked_row "$id" "augment vs torchvision's SimCLR chain (PIL), ${size}×${size}, images per CPU-second, 1 thread (augment on $cores threads: ${all:-?} img/s wall)" \
+            "$ours" "torchvision $tv" "$(ratio "$ours" "$tv")" "$unanalysed" aug_input \
+            "$bin/augment" -q -T 1 -s "$size" "$dir/aug$size.mts"
     done
     { echo "## 3. augment vs torchvision (bench/augment.sh ${aug_args[*]})"; echo; cat "$dir/augment.md"; echo; } >> "$details"
 fi
@@ -295,18 +320,17 @@ else
     tvt=$(VIPS_CONCURRENCY=1 best_wall "$reps" vipsthumbnail --size 224x224 --smartcrop centre \
           -o "$dir/thumbs/%s.v" "$dir"/photos/*/*.jpg)
     rate() { awk -v n="$photos" -v t="$1" 'BEGIN { printf "%.0f img/s (%.2f s)", n / t, t }'; }
-    note=""
-    ge "$(awk -v a="$tpil" -v b="$t1" 'BEGIN { print a / b }')" 1 || {
-        note="below 1: see the profile of 4"
-        profile 4 "case-pack, one thread, against PIL. $casepack_reason" \
-            "$bin/case-pack" -q -T 1 --size 224 --crop --dir "$dir/photos" -o "$dir/photos.pack"
-    }
-    row 4 "case-pack -T 1 vs PIL (draft decode, resize, crop; one process): $photos JPEG photos 800×600 to 224×224" \
-        "$(rate "$t1")" "PIL $(rate "$tpil")" "$(awk -v a="$tpil" -v b="$t1" 'BEGIN { print a / b }')" "$note"
-    row 4 "case-pack -T $cores (all cores) vs PIL (one process); target ≥ 3x" \
-        "$(rate "$tn")" "PIL $(rate "$tpil")" "$(awk -v a="$tpil" -v b="$tn" 'BEGIN { print a / b }')"
-    row 4 "reference: vipsthumbnail --size 224x224 --smartcrop centre, one process, one libvips thread, vs case-pack -T 1" \
-        "$(rate "$t1")" "vipsthumbnail $(rate "$tvt")" "$(awk -v a="$tvt" -v b="$t1" 'BEGIN { print a / b }')"
+    checked_row 4a "case-pack -T 1 vs PIL (draft decode, resize, crop; one process): $photos JPEG photos 800×600 to 224×224" \
+        "$(rate "$t1")" "PIL $(rate "$tpil")" "$(ratio "$tpil" "$t1")" "case-pack, one thread, against PIL. $casepack_reason" : \
+        "$bin/case-pack" -q -T 1 --size 224 --crop --dir "$dir/photos" -o "$dir/photos.pack"
+    checked_row 4b "case-pack -T $cores (all cores) vs PIL (one process); target ≥ 3x" \
+        "$(rate "$tn")" "PIL $(rate "$tpil")" "$(ratio "$tpil" "$tn")" \
+        "case-pack on every core against PIL on one: the cost per image is that of 4a (see there when it is below 1); more threads help only as far as the cores are free." : \
+        "$bin/case-pack" -q -T "$cores" --size 224 --crop --dir "$dir/photos" -o "$dir/photos.pack"
+    checked_row 4c "reference: vipsthumbnail --size 224x224 --smartcrop centre, one process, one libvips thread, vs case-pack -T 1" \
+        "$(rate "$t1")" "vipsthumbnail $(rate "$tvt")" "$(ratio "$tvt" "$t1")" \
+        "case-pack against vipsthumbnail: both decode and resize through libvips's thumbnail; case-pack also lists the folders, converts to planar layout and writes the pack." : \
+        "$bin/case-pack" -q -T 1 --size 224 --crop --dir "$dir/photos" -o "$dir/photos.pack"
     {
         echo "## 4. case-pack vs PIL"
         echo
@@ -321,18 +345,27 @@ if [ $have_sklearn = 0 ]; then
 else
     say "5: bench/auc.sh $auc_n"
     bash "$root/bench/auc.sh" "$auc_n" > "$dir/auc.md"
+    # An input for a profile of the in-memory AUC, as auc.sh makes its own.
+    auc_input() {
+        $py -c 'import sys, numpy as np
+n = int(sys.argv[2]); r = np.random.default_rng(1); y = (r.random(n) < 0.3).astype(np.uint8)
+open(sys.argv[1], "wb").write((r.normal(0, 1, n) + 0.8 * y).astype(np.float32).tobytes() + y.tobytes())' \
+            "$dir/auc.raw" "$auc_n"
+    }
     for kind in continuous ties; do
+        id=5$([ "$kind" = continuous ] && echo a || echo b)
         sk=$(md_cell "$dir/auc.md" "$kind" "sklearn roc_auc_score")
         mem=$(md_cell "$dir/auc.md" "$kind" "metrics_auc")
         tool=$(md_cell "$dir/auc.md" "$kind" "auc tool")
         diff=$(md_cell "$dir/auc.md" "$kind" "difference")
         if [ -z "$sk" ] || [ -z "$mem" ]; then
-            row 5 "auc, $kind scores" "see section 5" "" "" "bench/auc.sh's table has no such row"
+            row "$id" "auc, $kind scores" "see section 5" "" "" "bench/auc.sh's table has no such row"
             continue
         fi
         sk=${sk% s} mem=${mem%% s*}
-        row 5 "ROC AUC of $auc_n $kind scores: the library in memory (the auc tool reading a stream of $auc_n records: $tool) vs roc_auc_score on numpy arrays; |difference| $diff" \
-            "$mem s" "sklearn $sk s" "$(awk -v a="$sk" -v b="$mem" 'BEGIN { print a / b }')"
+        checked_row "$id" "ROC AUC of $auc_n $kind scores: the library in memory (the auc tool reading a stream of $auc_n records: $tool) vs roc_auc_score on numpy arrays; \|difference\| $diff" \
+            "$mem s" "sklearn $sk s" "$(ratio "$sk" "$mem")" "$unanalysed" auc_input \
+            "$benches/metrics_auc" "$dir/auc.raw" "$auc_n"
     done
     { echo "## 5. auc vs scikit-learn (bench/auc.sh $auc_n)"; echo; cat "$dir/auc.md"; echo; } >> "$details"
 fi
@@ -341,14 +374,20 @@ fi
 say "6: bench/stream.sh $stream_n"
 bash "$root/bench/stream.sh" "$stream_n" > "$dir/stream.md"
 cat_rate=$(md_cell "$dir/stream.md" 'cat x.mts \| cat' "MB/s")
-for what in "mts cat (parse + write, raw)" "mts count (parse only)"; do
-    r=$(md_cell "$dir/stream.md" "cat x.mts \\| $what" "MB/s")
+# An input for a profile, like stream.sh's (it removes its own).
+stream_input() { MKSTREAM_OUT=$dir/stream.mts "$helpers/mkstream" "$stream_n" u8 3 224 224; }
+for what in cat count; do
+    id=6$([ $what = cat ] && echo a || echo b)
+    label=$([ $what = cat ] && echo "mts cat (parse + write, raw)" || echo "mts count (parse only)")
+    r=$(md_cell "$dir/stream.md" "cat x.mts \\| $label" "MB/s")
     if [ -z "$r" ] || [ -z "$cat_rate" ]; then
-        row 6 "$what vs cat" "see section 6" "" "" "bench/stream.sh's table has no such row"
+        row "$id" "$label vs cat" "see section 6" "" "" "bench/stream.sh's table has no such row"
         continue
     fi
-    row 6 "stream through a pipe, u8 3×224×224 records, MB/s: cat x.mts \\| $what vs cat x.mts \\| cat" \
-        "$r MB/s" "cat $cat_rate MB/s" "$(awk -v a="$r" -v b="$cat_rate" 'BEGIN { print a / b }')"
+    checked_row "$id" "stream through a pipe, u8 3×224×224 records, MB/s: cat x.mts \\| $label vs cat x.mts \\| cat" \
+        "$r MB/s" "cat $cat_rate MB/s" "$(ratio "$r" "$cat_rate")" \
+        "A pass-through cannot beat the pipe itself by much: cat | cat is the limit, and a few per cent either way is the noise of a shared machine. $unanalysed" \
+        stream_input "$bin/mts" $what "$dir/stream.mts"
 done
 { echo "## 6. stream pass-through vs cat (bench/stream.sh $stream_n)"; echo; cat "$dir/stream.md"; echo; } >> "$details"
 
@@ -362,7 +401,9 @@ ours_cmd=(bash "$root/pipelines/simclr.sh" --epochs 1 --batch "$e2e_batch" --siz
 t_ours=$(best_wall 2 "${ours_cmd[@]}")
 ours=$(awk -v n="$e2e_n" -v t="$t_ours" 'BEGIN { printf "%.1f", 2 * n / t }')
 if [ $have_torch = 0 ]; then
-    skip 7 "one SimCLR epoch" "$no_torch"
+    say "7: no peer: $no_torch"
+    row 7 "one SimCLR epoch, $e2e_n images: pipelines/simclr.sh; views/s" "$ours ($(printf '%.1f' "$t_ours") s)" "–" \
+        "skipped" "$no_torch"
 else
     "$bin/pair-sample" -q --mode single --split all --no-shuffle -o "$dir/e2e-images.mts" "$dir/e2e.pack"
     t_peer=1e9
@@ -372,14 +413,9 @@ else
         t_peer=$(awk -v b="$t_peer" -v t="$t" 'BEGIN { print (t < b ? t : b) }')
     done
     peer=$(awk -v n="$e2e_n" -v t="$t_peer" 'BEGIN { printf "%.1f", 2 * n / t }')
-    ratio=$(awk -v a="$t_peer" -v b="$t_ours" 'BEGIN { print a / b }')
-    note=""
-    if ! ge "$ratio" 1; then
-        note="below 1: see the profile of 7"
-        profile 7 "One SimCLR epoch. $e2e_reason" "${ours_cmd[@]}"
-    fi
-    row 7 "one SimCLR epoch, $e2e_n images 3×32×32, ResNet-18 small stem ×0.5, batch $e2e_batch: pipelines/simclr.sh (pair-sample \\| augment \\| ntxent-step) vs a DataLoader (2 workers) + torchvision transforms + the same step; views/s" \
-        "$ours ($(printf '%.1f' "$t_ours") s)" "PyTorch $peer ($(printf '%.1f' "$t_peer") s)" "$ratio" "$note"
+    checked_row 7 "one SimCLR epoch, $e2e_n images 3×32×32, ResNet-18 small stem ×0.5, batch $e2e_batch: pipelines/simclr.sh (pair-sample \\| augment \\| ntxent-step) vs a DataLoader (2 workers) + torchvision transforms + the same step; views/s" \
+        "$ours ($(printf '%.1f' "$t_ours") s)" "PyTorch $peer ($(printf '%.1f' "$t_peer") s)" "$(ratio "$t_peer" "$t_ours")" \
+        "One SimCLR epoch. $e2e_reason" : "${ours_cmd[@]}"
 fi
 {
     echo "## 7. One SimCLR epoch"
@@ -392,7 +428,7 @@ fi
 {
     echo "# medssl benchmarks against the peers"
     echo
-    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(lscpu | sed -n 's/^Model name: *//p'), $cores cores, load average at start $load_start (at the end $(cut -d' ' -f1-3 /proc/loadavg)); medssl $(git -C "$root" describe --always --dirty 2> /dev/null || echo '(no git)')$([ $quick = 1 ] && echo '; --quick: small sizes, not comparable with a full run')."
+    echo "$started, $(lscpu | sed -n 's/^Model name: *//p'), $cores cores, load average at start $load_start (at the end $(cut -d' ' -f1-3 /proc/loadavg)); medssl $(git -C "$root" describe --always --dirty 2> /dev/null || echo '(no git)')$([ $quick = 1 ] && echo '; --quick: small sizes, not comparable with a full run')."
     echo
     echo "Ratio: the peer's time over ours (our rate over the peer's), so above 1 we are faster; **bold** below 1. The load column is the 1-minute load average when the row was measured (the machine is shared). OMP_WAIT_POLICY=passive for both sides, as medssl's pipelines set it."
     echo
