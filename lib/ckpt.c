@@ -221,6 +221,12 @@ static bool parse_header(const mts_frame *f, model_config *cfg, ckpt_info *info,
                     .stem = strcmp(stem, "small") == 0 ? RESNET_STEM_SMALL : RESNET_STEM_LARGE,
                     .in_ch = (int)in_ch},
         .head_layers = (int)head, .head_hidden = (int)hidden, .proj_dim = (int)proj, .classes = (int)classes};
+    double count = model_param_count(cfg);
+    if (count > MODEL_MAX_PARAMS) {
+        snprintf(err, errlen, "header: a model of %.0f parameters, over the limit of %.0f", count,
+                 (double)MODEL_MAX_PARAMS);
+        return false;
+    }
     memset(info, 0, sizeof *info);
     info->loss = NAN;
     obj_int(root, "step", &info->step);

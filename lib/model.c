@@ -70,12 +70,37 @@ static void add_bn(model *m, batchnorm *bn)
     die("model", "a batch-norm layer without a registered weight");
 }
 
+double model_param_count(const model_config *cfg)
+{
+    resnet_config enc = cfg->encoder;
+    double total = resnet_param_count(&enc);
+    // The feature width is that of the last layer: round(512 w), x4 for bottlenecks.
+    long f = lround(512 * enc.width);
+    if (f < 1)
+        f = 1;
+    if (enc.depth >= 50)
+        f *= 4;
+    double hidden = cfg->head_hidden > 0 ? cfg->head_hidden : (double)f;
+    for (int l = 0; l < cfg->head_layers; l++) {
+        double in = l == 0 ? (double)f : hidden;
+        double out = l == cfg->head_layers - 1 ? cfg->proj_dim : hidden;
+        total += in * out + 2 * out;   // linear without bias, then BN
+    }
+    if (cfg->classes > 0)
+        total += (double)f * cfg->classes + cfg->classes;
+    return total;
+}
+
 void model_init(model *m, const model_config *cfg, uint64_t seed)
 {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     if (cfg->head_layers != 0 && cfg->head_layers != 2 && cfg->head_layers != 3)
         die("model", "head layers must be 0, 2 or 3 (got %d)", cfg->head_layers);
+    double count = model_param_count(cfg);
+    if (count > MODEL_MAX_PARAMS)
+        die("model", "%.0f parameters, over the limit of %.0f (a smaller --width or --depth?)", count,
+            (double)MODEL_MAX_PARAMS);
     resnet_init(&m->enc, &cfg->encoder, seed);
     // The encoder registered its parameters in its own list; the model's
     // list starts with a copy of those entries (same memory).

@@ -73,7 +73,16 @@ typedef struct {
     float *dfeatures, *dhead[2];
 } model;
 
-// Builds the model with PyTorch's initial values drawn from `seed`.
+// The largest model built: 2^30 parameters (4 GiB of weights, three times
+// that with gradients and momentum), above ResNet-152 4x (about 0.94e9).
+// It keeps a checkpoint's header from asking for an allocation the machine
+// cannot make.
+#define MODEL_MAX_PARAMS (1L << 30)
+
+// The trainable parameters model_init would create, without allocating.
+double model_param_count(const model_config *cfg);
+// Builds the model with PyTorch's initial values drawn from `seed`; dies
+// when it has over MODEL_MAX_PARAMS parameters.
 void model_init(model *m, const model_config *cfg, uint64_t seed);
 void model_free(model *m);
 // Linear evaluation: marks the encoder's parameters frozen (optimisers skip

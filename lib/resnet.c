@@ -62,12 +62,13 @@ static void block_free(resnet_block *b)
     }
 }
 
-void resnet_init(resnet *m, const resnet_config *cfg, uint64_t seed)
+// Blocks per layer for each depth, and a config's checks: shared by
+// resnet_init and resnet_param_count so that they cannot disagree.
+static const int *checked_layer_counts(const resnet_config *cfg)
 {
     static const int counts18[4] = {2, 2, 2, 2}, counts34[4] = {3, 4, 6, 3};
     static const int counts101[4] = {3, 4, 23, 3}, counts152[4] = {3, 8, 36, 3};
     const int *counts;
-    bool bottleneck = cfg->depth >= 50;
     switch (cfg->depth) {
     case 18: counts = counts18; break;
     case 34:
@@ -80,6 +81,42 @@ void resnet_init(resnet *m, const resnet_config *cfg, uint64_t seed)
         die("resnet", "width multiplier %g: expected a value in (0, 16]", cfg->width);
     if (cfg->in_ch < 1 || cfg->in_ch > 64)
         die("resnet", "input channels %d: expected 1 to 64", cfg->in_ch);
+    return counts;
+}
+
+// A conv without bias and its BN (weight and bias).
+static double conv_bn_params(int in, int out, int k)
+{
+    return (double)in * out * k * k + 2.0 * out;
+}
+
+double resnet_param_count(const resnet_config *cfg)
+{
+    const int *counts = checked_layer_counts(cfg);
+    bool bottleneck = cfg->depth >= 50;
+    int in = scaled_width(64, cfg->width);
+    double total = conv_bn_params(cfg->in_ch, in, cfg->stem == RESNET_STEM_LARGE ? 7 : 3);
+    for (int layer = 0; layer < 4; layer++) {
+        int planes = scaled_width(64 << layer, cfg->width);
+        int out = bottleneck ? 4 * planes : planes;
+        for (int i = 0; i < counts[layer]; i++) {
+            if (bottleneck)
+                total += conv_bn_params(in, planes, 1) + conv_bn_params(planes, planes, 3) +
+                         conv_bn_params(planes, out, 1);
+            else
+                total += conv_bn_params(in, planes, 3) + conv_bn_params(planes, out, 3);
+            if ((layer > 0 && i == 0) || in != out)
+                total += conv_bn_params(in, out, 1);
+            in = out;
+        }
+    }
+    return total;
+}
+
+void resnet_init(resnet *m, const resnet_config *cfg, uint64_t seed)
+{
+    const int *counts = checked_layer_counts(cfg);
+    bool bottleneck = cfg->depth >= 50;
 
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;

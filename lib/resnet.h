@@ -82,6 +82,10 @@ typedef struct {
 // normal, fan_out, gain sqrt 2; BN gamma 1, beta 0) drawn from `seed`.
 // Dies on an unsupported depth, width or channel count.
 void resnet_init(resnet *m, const resnet_config *cfg, uint64_t seed);
+// The trainable parameters resnet_init would register (conv weights, BN
+// weights and biases), counted without allocating: a double, since a
+// hostile configuration may overflow any integer type.
+double resnet_param_count(const resnet_config *cfg);
 void resnet_free(resnet *m);
 
 // Activation memory (bytes) a forward at this batch shape needs, plus the

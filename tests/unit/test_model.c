@@ -12,6 +12,7 @@
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
+#include "stream.h"
 #include "util.h"
 
 static char tmpdir[] = "/tmp/medssl-test-model-XXXXXX";
@@ -292,6 +293,53 @@ TEST(truncated_checkpoint_is_refused)
     EXPECT_MSG(strstr(msg, "truncated"), "%s", msg);
 }
 
+// model_param_count is what model_init allocates, for both block kinds,
+// heads and classifiers.
+TEST(parameter_count_without_allocating)
+{
+    model_config cs[3] = {small_config(3, 10), small_config(2, 0), small_config(0, 7)};
+    cs[1].encoder = (resnet_config){.depth = 50, .width = 0.25, .stem = RESNET_STEM_LARGE, .in_ch = 3};
+    cs[1].head_hidden = 0;   // the feature width
+    cs[2].encoder.width = 0.3;
+    for (int i = 0; i < 3; i++) {
+        model m;
+        model_init(&m, &cs[i], 1);
+        EXPECT_MSG(model_param_count(&cs[i]) == (double)param_count(&m.params), "config %d: %.0f vs %zu", i,
+                   model_param_count(&cs[i]), param_count(&m.params));
+        model_free(&m);
+    }
+}
+
+// A header asking for ResNet-152 x16 (about 15e9 parameters, 60 GB) is
+// refused before anything is allocated.
+TEST(oversized_model_in_header_is_refused)
+{
+    char path[256], err[256];
+    snprintf(path, sizeof path, "%s/huge.ckpt", tmpdir);
+    mts_writer *w = mts_writer_open(path, &(mts_write_opts){0});
+    mts_write_header(w, "test", 0, NULL, 2);
+    mts_put_int(w, "checkpoint", 1);
+    mts_put_key(w, "model");
+    msgpack_packer *pk = mts_packer(w);
+    msgpack_pack_map(pk, 8);
+    const char *keys[8] = {"depth", "width", "stem", "in_ch", "head_layers", "head_hidden", "proj_dim", "classes"};
+    const int values[8] = {152, 16, 0, 3, 3, 0, 128, 1000};
+    for (int i = 0; i < 8; i++) {
+        mts_pack_str(pk, keys[i]);
+        if (i == 1)
+            msgpack_pack_double(pk, 16.0);
+        else if (i == 2)
+            mts_pack_str(pk, "large");
+        else
+            msgpack_pack_int(pk, values[i]);
+    }
+    mts_writer_close(w);
+    model_config cfg;
+    ckpt_info info;
+    EXPECT(!ckpt_read_header(path, &cfg, &info, err, sizeof err));
+    EXPECT_MSG(strstr(err, "over the limit"), "%s", err);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -305,6 +353,8 @@ int main(int argc, char **argv)
     RUN(encoder_only_load_into_another_head);
     RUN(mismatches_say_what_differs);
     RUN(truncated_checkpoint_is_refused);
+    RUN(parameter_count_without_allocating);
+    RUN(oversized_model_in_header_is_refused);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0)

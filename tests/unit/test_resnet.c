@@ -21,6 +21,7 @@ static size_t count_params(int depth, double width)
     resnet_config cfg = {.depth = depth, .width = width, .stem = RESNET_STEM_LARGE, .in_ch = 3};
     resnet_init(&m, &cfg, 1);
     size_t count = param_count(&m.params);
+    EXPECT(resnet_param_count(&cfg) == (double)count);
     resnet_free(&m);
     return count;
 }
