@@ -74,6 +74,11 @@ case-pack -o bad.pack --size 16 bad.csv 2>err.txt; rc=$?
     && grep -q 'truncated.jpg: .*(skipped)' err.txt \
     && grep -q '1 cases, 1 images, 2 classes (multiclass); skipped 3 files, 3 cases' err.txt \
     && pass "unreadable files are named, skipped and counted" || fail "skip" "rc=$rc $(cat err.txt)"
+# A format libvips would hand to ImageMagick (a PGM here) is refused by name.
+printf 'P5\n2 2\n255\n\020\040\060\100' > grey.pgm
+printf 'case,path,label\nx,rgb.jpg,a\ny,grey.pgm,b\n' > pgm.csv
+check_fails "a format outside JPEG/PNG/WebP/GIF/TIFF is refused by name" 1 \
+    "grey.pgm: a format for libvips's magick loader, not read here" case-pack -q --strict -o g.pack pgm.csv
 check_fails "--strict stops at the first bad file" 1 "noise.jpg: not a known image format" \
     case-pack -q --strict -o s.pack bad.csv
 [ ! -e s.pack ] && [ -z "$(ls -A | grep '^\.s\.pack')" ] && pass "no pack (and no temporary) after a failure" \
