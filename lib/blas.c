@@ -251,7 +251,7 @@ void blas_set_threads(int n)
     if (!initialised)
         blas_init(n);
     thread_count = n;
-    bli_thread_set_num_threads(n);
+    bli_thread_set_num_threads(1);   // gemm_f32 runs the threads
     omp_set_num_threads(n);
 }
 
@@ -277,16 +277,56 @@ const char *blas_description(void)
     return line;
 }
 
+// One single-threaded BLIS call on a block of C.
+static void gemm_block(bool transA, bool transB, int M, int N, int K, float alpha, const float *A,
+                       int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    // BLIS takes op(A)'s dimensions and the strides of A as stored, so a
+    // row-major matrix is (row stride ld, column stride 1) either way.  It
+    // does not write A or B; its prototype just lacks the const.
+    // BLIS itself runs single-threaded (blas_set_threads).
+    bli_sgemm(transA ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, transB ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, M, N,
+              K, &alpha, (float *)A, lda, 1, (float *)B, ldb, 1, &beta, C, ldc, 1);
+}
+
 void gemm_f32(bool transA, bool transB, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb, float beta,
               float *C, int ldc)
 {
     if (!initialised)
         blas_init(0);
-    // BLIS takes op(A)'s dimensions and the strides of A as stored, so a
-    // row-major matrix is (row stride ld, column stride 1) either way.  It
-    // does not write A or B; its prototype just lacks the const.
-    bli_sgemm(transA ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
-              transB ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, M, N, K, &alpha,
-              (float *)A, lda, 1, (float *)B, ldb, 1, &beta, C, ldc, 1);
+    // Threads split C into blocks of whole micro-tiles, each computed by
+    // single-threaded BLIS, rather than BLIS threading one call: BLIS's
+    // threads meet at a spinning barrier inside every GEMM, which ignores
+    // OMP_WAIT_POLICY and, when a pipeline's other stages or other jobs want
+    // the cores, spins away the time slices its descheduled partner needs.
+    // OpenMP's barrier at the end of this region sleeps when asked to.  Every
+    // element of C is computed by the same micro-kernel calls over K whatever
+    // the split, so the bytes do not depend on the thread count.
+    int threads = omp_in_parallel() ? 1 : thread_count;
+    bool by_columns = N >= M;
+    int extent = by_columns ? N : M;
+    const int tile = 96;  // a multiple of every kernel set's MR and NR
+    int tiles = (extent + tile - 1) / tile;
+    if (threads > tiles)
+        threads = tiles;
+    if (threads <= 1) {
+        gemm_block(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int lo = (int)((long)tiles * t / nt) * tile, hi = (int)((long)tiles * (t + 1) / nt) * tile;
+        if (hi > extent)
+            hi = extent;
+        if (lo < hi) {
+            if (by_columns)
+                gemm_block(transA, transB, M, hi - lo, K, alpha, A, lda,
+                           transB ? B + (size_t)lo * ldb : B + lo, ldb, beta, C + lo, ldc);
+            else
+                gemm_block(transA, transB, hi - lo, N, K, alpha, transA ? A + lo : A + (size_t)lo * lda,
+                           lda, B, ldb, beta, C + (size_t)lo * ldc, ldc);
+        }
+    }
 }

@@ -15,9 +15,13 @@
 //   MEDSSL_THREADS    thread count when the caller passes threads <= 0;
 //                     otherwise every core this process may use.
 //
-// The thread count applies both to BLIS and to the library's own OpenMP
-// loops.  Results never depend on it: BLIS splits GEMMs only along M and N,
-// and the layers reduce in a fixed order.
+// The thread count applies to the library's OpenMP loops, GEMMs included:
+// gemm_f32 splits C into blocks across OpenMP threads, each block a call to
+// single-threaded BLIS (BLIS's own threads wait at a spinning barrier that
+// ignores OMP_WAIT_POLICY: 7x slower beside one busy process, against 2x
+// this way).  Results never depend on it: a block of C gets the same
+// micro-kernel calls over K as the whole, and the layers reduce in a fixed
+// order.
 #ifndef MEDSSL_BLAS_H
 #define MEDSSL_BLAS_H
 
@@ -30,7 +34,7 @@
 // MEDSSL_BLIS_ARCH names a set this BLIS lacks or this CPU cannot run.
 void blas_init(int threads);
 
-// Sets the number of threads used by BLIS and by OpenMP loops (n >= 1).
+// Sets the number of threads of the OpenMP loops and GEMMs (n >= 1).
 void blas_set_threads(int n);
 int blas_threads(void);
 

@@ -140,6 +140,54 @@ TEST(gemm_transpositions)
     }
 }
 
+// gemm_f32 splits C across threads by columns (N >= M) or rows: with 1, 2
+// and 3 threads, every transposition, shapes from ResNets' convolutions and
+// small ones around BLIS's small-matrix thresholds, C must have the same
+// bytes, and a split product must match a double reference.
+TEST(gemm_same_bytes_whatever_the_threads)
+{
+    static const int shapes[][3] = {{64, 300, 147}, {300, 64, 576}, {256, 1568, 64}, {512, 49, 1152},
+                                    {130, 190, 150}, {10, 700, 33}, {700, 10, 33}, {97, 193, 201}};
+    uint64_t seed = 7;
+    for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1, tb = t & 2;
+            int M = shapes[sh][0], N = shapes[sh][1], K = shapes[sh][2];
+            size_t na = (size_t)M * K, nb = (size_t)K * N, nc = (size_t)M * N;
+            float *A = xmalloc(na * 4), *B = xmalloc(nb * 4), *C0 = xmalloc(nc * 4), *C[3];
+            for (size_t i = 0; i < na + nb + nc; i++) {
+                seed = seed * 6364136223846793005u + 1442695040888963407u;
+                float v = (float)((double)(seed >> 40) / (1 << 24) - 0.5);
+                if (i < na)
+                    A[i] = v;
+                else if (i < na + nb)
+                    B[i - na] = v;
+                else
+                    C0[i - na - nb] = v;
+            }
+            for (int threads = 1; threads <= 3; threads++) {
+                blas_set_threads(threads);
+                C[threads - 1] = xmalloc(nc * 4);
+                memcpy(C[threads - 1], C0, nc * 4);
+                gemm_f32(ta, tb, M, N, K, 1.25f, A, ta ? M : K, B, tb ? K : N, 0.5f, C[threads - 1], N);
+            }
+            EXPECT_MSG(memcmp(C[0], C[1], nc * 4) == 0 && memcmp(C[0], C[2], nc * 4) == 0,
+                       "%dx%dx%d trans %d%d: the bytes depend on the thread count", M, N, K, ta, tb);
+            for (int probe = 0; probe < 64; probe++) {
+                int i = (int)((size_t)probe * 7919 % (size_t)M), j = (int)((size_t)probe * 104729 % (size_t)N);
+                double sum = 0;
+                for (int k = 0; k < K; k++)
+                    sum += (double)(ta ? A[(size_t)k * M + i] : A[(size_t)i * K + k]) *
+                           (tb ? B[(size_t)j * K + k] : B[(size_t)k * N + j]);
+                double want = 1.25 * sum + 0.5 * C0[(size_t)i * N + j];
+                EXPECT_MSG(fabs(C[1][(size_t)i * N + j] - want) < 1e-4, "%dx%dx%d trans %d%d C[%d][%d] = %g, expected %g",
+                           M, N, K, ta, tb, i, j, C[1][(size_t)i * N + j], want);
+            }
+            free(A), free(B), free(C0), free(C[0]), free(C[1]), free(C[2]);
+        }
+    blas_set_threads(1);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -150,5 +198,6 @@ int main(int argc, char **argv)
     RUN(threads_from_environment);
     RUN(auto_choice_fits_cpu);
     RUN(gemm_transpositions);
+    RUN(gemm_same_bytes_whatever_the_threads);
     return CHECK_DONE();
 }
