@@ -14,6 +14,8 @@
 #   6 stream pass-through vs cat (bench/stream.sh)
 #   7 one SimCLR epoch: pair-sample | augment | ntxent-step vs a PyTorch
 #     DataLoader with torchvision transforms and the same step
+#   8 that pipeline against its slowest stage alone, under each OpenMP wait
+#     policy (bench/pipeline.sh; not a peer comparison)
 #
 # Usage: bench/run.sh [--quick] [-o FILE]
 #   --quick   small sizes, one repetition: for developing the benchmarks
@@ -420,7 +422,31 @@ fi
 {
     echo "## 7. One SimCLR epoch"
     echo
-    echo "A pack of $e2e_n synthetic 3×32×32 images (build/helpers/mkpack ... stripes), every image once as a pair, batch $e2e_batch, ResNet-18 small stem ×0.5 with a 2-layer head, SimCLR's augmentations at 32. Ours: \`pipelines/simclr.sh --epochs 1 --batch $e2e_batch --size 32 --split all\` (pair-sample -T 1 | augment -T 1 | ntxent-step -T $((cores > 1 ? cores - 1 : 1))), wall time of the whole pipeline including start-up and the checkpoint write. PyTorch: bench/simclr_epoch_torch.py on the same images (in memory as PIL images), DataLoader with 2 workers, torch.set_num_threads($cores); the epoch's wall time from starting the workers to the last update (imports and model construction not counted). Best of 2 runs each; views/s = 2 × images / time."
+    echo "A pack of $e2e_n synthetic 3×32×32 images (build/helpers/mkpack ... stripes), every image once as a pair, batch $e2e_batch, ResNet-18 small stem ×0.5 with a 2-layer head, SimCLR's augmentations at 32. Ours: \`pipelines/simclr.sh --epochs 1 --batch $e2e_batch --size 32 --split all\` (pair-sample -T 1 | augment -T 1 | ntxent-step -T $cores), wall time of the whole pipeline including start-up and the checkpoint write. PyTorch: bench/simclr_epoch_torch.py on the same images (in memory as PIL images), DataLoader with 2 workers, torch.set_num_threads($cores); the epoch's wall time from starting the workers to the last update (imports and model construction not counted). Best of 2 runs each; views/s = 2 × images / time."
+    echo
+} >> "$details"
+
+# --- 8. A pipeline against its slowest stage -----------------------------------
+say "8: bench/pipeline.sh"
+bash "$root/bench/pipeline.sh" $([ $quick = 1 ] && echo --quick) > "$dir/pipeline.md"
+for setting in 32 96; do
+    # The last column is the passive pipeline's time over its slowest stage's.
+    r=$(md_cell "$dir/pipeline.md" "3×$setting×$setting" "passive pipeline / slowest")
+    if [ -z "$r" ]; then
+        row "8-$setting" "pipeline vs its slowest stage at $setting" "see section 8" "" "" "bench/pipeline.sh's table has no such row"
+        continue
+    fi
+    t_pipe=$(md_cell "$dir/pipeline.md" "3×$setting×$setting" "pipeline, passive")
+    t_slow=$(md_cell "$dir/pipeline.md" "3×$setting×$setting" "slowest stage alone")
+    row "8-$setting" "pair-sample \\| augment \\| ntxent-step at ${setting}×${setting} (pipelines/simclr.sh's threads: the trainer on every core; OMP_WAIT_POLICY=passive) vs its slowest stage alone" \
+        "pipeline $t_pipe" "slowest stage $t_slow" "$(ratio 1 "$r")" "Not a peer: 1 means the pipeline costs nothing over its bottleneck. Section 8 has the times and the wait policies."
+done
+{
+    echo "## 8. A pipeline against its slowest stage (bench/pipeline.sh)"
+    echo
+    echo "Each stage timed alone on its saved input, then the whole pipeline with the trainer on all cores but one (pipelines/simclr.sh's split until 2026-11-22) and on every core (its split since), under each OpenMP wait policy; best of 2. The last column: the passive pipeline on every core over its slowest stage alone (1.00: no cost)."
+    echo
+    cat "$dir/pipeline.md"
     echo
 } >> "$details"
 

@@ -19,13 +19,15 @@ Contrastive pretraining ($mode pairs) from PACK into OUT.ckpt:
   --init CKPT       start from this checkpoint (step 2 of the protocol)
   --resume          continue OUT.ckpt where it stopped (same options)
   --augment "OPTS"  extra augment options, e.g. "--rotate 15 --vflip-p 0.5"
-  --augment-threads N  threads of augment (default 1; the rest go to ntxent-step)
+  --augment-threads N  threads of augment (default 1)
+  --trainer-threads N  threads of ntxent-step (default: every core; augment
+                    and pair-sample sleep while the trainer works)
   -h, --help        this text
 Options after -- go to ntxent-step (model, --lr, --tau, --log, ...).
 USAGE
 }
 
-epochs=100 batch=256 size=224 split=train seed=1 init="" resume=0 aug_opts="" aug_threads=1
+epochs=100 batch=256 size=224 split=train seed=1 init="" resume=0 aug_opts="" aug_threads=1 train_threads=$cores
 while [ $# -gt 0 ]; do
     case $1 in
         --epochs) epochs=$2; shift 2 ;;
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
         --resume) resume=1; shift ;;
         --augment) aug_opts=$2; shift 2 ;;
         --augment-threads) aug_threads=$2; shift 2 ;;
+        --trainer-threads) train_threads=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         --) shift; break ;;
         -*) usage_error "unknown option $1" ;;
@@ -57,7 +60,6 @@ if [ $resume = 1 ]; then
 elif [ -n "$init" ]; then
     from=(--init "$init")
 fi
-train_threads=$((cores - aug_threads)); [ $train_threads -ge 1 ] || train_threads=1
 
 read -r -a aug_extra <<<"$aug_opts"
 stage_1=(pair-sample -q --mode "$mode" --epochs "$epochs" --seed "$seed" --split "$split" --start "$start" -T 1 "$pack")
