@@ -11,6 +11,8 @@
 #include <unistd.h>
 #include <vips/vips.h>
 
+#include "imgops.h"
+#include "jpeg.h"
 #include "util.h"
 
 void image_init(const char *argv0)
@@ -133,10 +135,53 @@ static void take(VipsImage **img, VipsImage *out)
     *img = out;
 }
 
-// Decodes one page into a planar image.
-static bool load_page(const void *data, size_t size, int page, bool is_tiff, const image_opts *o,
-                      image_t *out, char *err, size_t errlen)
+// JPEG photographs resized: decoded at the smallest DCT scale that keeps the
+// short side at least o->size (jpeg.h), then resampled (PIL's bilinear,
+// antialiased) straight to the output, centre crop included.
+static jpeg_status load_jpeg(const void *data, size_t size, const image_opts *o, image_t *out, char *err,
+                             size_t errlen)
 {
+    uint8_t *decoded;
+    int w, h, c = o->channels;
+    jpeg_status st = jpeg_decode(data, size, c, o->size, o->max_pixels, &decoded, &w, &h, err, errlen);
+    if (st != JPEG_OK)
+        return st;
+    // Target: short side o->size, aspect kept; the crop box in source pixels.
+    double scale = (double)o->size / (w < h ? w : h);
+    int tw = w <= h ? o->size : (int)lround(w * scale), th = w <= h ? (int)lround(h * scale) : o->size;
+    if (tw < 1) tw = 1;
+    if (th < 1) th = 1;
+    int cw = tw, ch = th;
+    if (o->centre_crop) {
+        cw = tw < o->size ? tw : o->size;
+        ch = th < o->size ? th : o->size;
+    }
+    double sx = (double)w / tw, sy = (double)h / th;
+    double x0 = (tw - cw) / 2 * sx, y0 = (th - ch) / 2 * sy;
+    img_src src = {.channels = c, .height = h, .width = w, .u16 = false, .data = decoded};
+    img_workspace ws = {0};
+    float *resized = xmalloc((size_t)c * cw * ch * sizeof *resized);
+    img_crop_resize(&src, x0, y0, x0 + cw * sx, y0 + ch * sy, cw, ch, false, false, resized, &ws);
+    uint8_t *pixels = xmalloc((size_t)c * cw * ch);
+    img_to_u8(resized, c, (size_t)cw * ch, pixels);
+    free(resized);
+    free(decoded);
+    img_workspace_free(&ws);
+    *out = (image_t){.channels = c, .height = ch, .width = cw, .u16 = false, .pixels = pixels};
+    return JPEG_OK;
+}
+
+// Decodes one page into a planar image.
+static bool load_page(const void *data, size_t size, int page, bool is_tiff, bool is_jpeg,
+                      const image_opts *o, image_t *out, char *err, size_t errlen)
+{
+    if (is_jpeg && o->size > 0) {
+        switch (load_jpeg(data, size, o, out, err, errlen)) {
+        case JPEG_OK: out->page = page; return true;
+        case JPEG_FAILED: return false;
+        case JPEG_UNSUPPORTED: break;   // CMYK: libvips converts it below
+        }
+    }
     char option[32] = "";
     if (is_tiff)
         snprintf(option, sizeof option, "page=%d", page);
@@ -345,7 +390,7 @@ bool image_load_file(const char *path, const image_opts *o, image_t **out, int *
         free(data);
         return false;
     }
-    bool is_tiff = strstr(loader, "Tiff") != NULL;
+    bool is_tiff = strstr(loader, "Tiff") != NULL, is_jpeg = strstr(loader, "Jpeg") != NULL;
     int pages = 1;
     if (is_tiff) {
         VipsImage *first = vips_image_new_from_buffer(data, size, "", NULL);
@@ -359,7 +404,7 @@ bool image_load_file(const char *path, const image_opts *o, image_t **out, int *
     }
     image_t *imgs = xcalloc((size_t)pages, sizeof *imgs);
     for (int p = 0; p < pages; p++) {
-        if (!load_page(data, size, p, is_tiff, o, &imgs[p], err, errlen)) {
+        if (!load_page(data, size, p, is_tiff, is_jpeg, o, &imgs[p], err, errlen)) {
             if (pages > 1) {
                 char inner[400];
                 snprintf(inner, sizeof inner, "%s", err);

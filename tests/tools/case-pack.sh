@@ -61,6 +61,23 @@ check "--crop makes squares" case-pack -q -o c.pack --size 24 --crop -c 1 m.csv
 [ "$(mts show c.pack | grep -o 'u8\[1,24,24\]' | wc -l)" -eq 11 ] && pass "--crop: every image 1x24x24" \
     || fail "crop" "$(mts show c.pack)"
 
+# EXIF orientation on the JPEG fast path: a 40x20 photo, bright top-left
+# quadrant, tagged 6 (turn 90 degrees clockwise to display) is packed 20
+# wide and 40 high with the bright quadrant top-right, as libvips shows it.
+vips black q0.v 20 10 && vips linear q0.v q1.v 1 255 --uchar && vips black q2.v 20 10
+vips join q1.v q2.v q3.v horizontal && vips black q4.v 40 10 && vips join q3.v q4.v quad.v vertical
+vips copy quad.v quad.jpg
+perl -0777 -pe 's/\x12\x01\x03\x00\x01\x00\x00\x00\x01\x00/\x12\x01\x03\x00\x01\x00\x00\x00\x06\x00/' quad.jpg > quad6.jpg
+printf 'case,path,label\na,quad6.jpg,x\n' > quad.csv
+case-pack -q --size 10 -c 1 -o quad.pack quad.csv
+quadrants=$(mts cat --no-headers quad.pack | /usr/bin/python3 -c '
+import sys, msgpack, numpy as np
+r = next(r for r in msgpack.Unpacker(sys.stdin.buffer, raw=False) if "images" in r)
+t = r["images"][0]
+a = np.frombuffer(t["data"], np.uint8).reshape(t["shape"])[0].astype(float)
+print(a.shape, round(a[:8, 6:].mean()), round(a[:8, :4].mean()), round(a[12:].mean()))')
+[ "$quadrants" = "(20, 10) 255 0 0" ] && pass "JPEG: the EXIF orientation is applied" || fail "orientation" "$quadrants"
+
 # Determinism: the same bytes whatever the thread count.
 OMP_NUM_THREADS=1 case-pack -q -o t.pack --size 32 m.csv && mv t.pack t1.pack
 OMP_NUM_THREADS=2 case-pack -q -o t.pack --size 32 m.csv && mv t.pack t2.pack
