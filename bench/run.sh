@@ -78,13 +78,11 @@ runs at 62 GFLOP/s at 32 channels, 77-80 at 64, 89-92 at 128, 92-103 at 256, PyT
 direct convolutions at 71-75, 141-157, 165-179, 174-193 (a 2048^3 SGEMM: 168); and im2col,
 col2im, batch norm and copies take about a third of a one-thread profile at 32x32 (col2im 9%,
 memmove 7%, im2col 6%, batch norm backward 6% and forward 4%)."
-casepack_reason="libvips's thumbnail keeps a factor of at least 2 for its final resize, so at 800x600 -> 224
-(2.7x) it decodes the JPEG at full size (PIL's draft decodes at 1/2 through libjpeg's DCT
-scaling), then reduces with Lanczos-3 in scalar code (libvips.so.42 0xff620-0xff651, in
-vips_reduce's vertical pass); per-image pipeline set-up (glib/gobject: mutexes, hash tables,
-option strings, orc code generation) adds 20-30%. Decoding with vips_jpegload_buffer(...,
-\"shrink\", 2) and then vips_resize cut libvips's CPU time for 300 photos from 2.1 s to 1.3 s
-(PIL: about 0.95 s)."
+casepack_reason="Since 2026-11-22 case-pack decodes JPEG through libjpeg-turbo at a DCT scale of M/8 (3/8 for
+800x600 -> 224, where PIL's draft takes 1/2) and resizes with its own antialiased filter; before,
+libvips's thumbnail decoded these photos at full size (it keeps a factor of 2 for its own resize)
+and spent 20-30% on per-image pipeline set-up, 2.8 times PIL's time.  What is left is libjpeg's
+entropy decoding and IDCT, which PIL runs too."
 unanalysed="Not analysed: this row was above 1 when the benchmarks were written."
 e2e_reason="pipelines/simclr.sh gives augment one thread and ntxent-step the remaining cores - 1 = 1, so
 training, the bottleneck, runs on one core while PyTorch trains on two beside its two loader
@@ -331,7 +329,7 @@ else
         "$bin/case-pack" -q -T "$cores" --size 224 --crop --dir "$dir/photos" -o "$dir/photos.pack"
     checked_row 4c "reference: vipsthumbnail --size 224x224 --smartcrop centre, one process, one libvips thread, vs case-pack -T 1" \
         "$(rate "$t1")" "vipsthumbnail $(rate "$tvt")" "$(ratio "$tvt" "$t1")" \
-        "case-pack against vipsthumbnail: both decode and resize through libvips's thumbnail; case-pack also lists the folders, converts to planar layout and writes the pack." : \
+        "case-pack against vipsthumbnail, libvips's own tool for this job (case-pack decodes JPEG through libjpeg-turbo, see 4a, and also lists the folders, converts to planar layout and writes the pack)." : \
         "$bin/case-pack" -q -T 1 --size 224 --crop --dir "$dir/photos" -o "$dir/photos.pack"
     {
         echo "## 4. case-pack vs PIL"
