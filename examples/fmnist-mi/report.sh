@@ -99,7 +99,9 @@ svg_to_png() { vips copy "$1" "$2" 2>/dev/null && rm -f "$1"; }
         x0 = log(xs[1]); x1 = log(xs[nf])
         for (i = 1; i <= nf; i++) { x = L + (log(xs[i]) - x0) / (x1 - x0) * (W - L - R)
             printf "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#ddd\"/>\n", x, T, x, H - B
-            printf "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%g%%</text>\n", x, H - B + 18, xs[i] * 100 }
+            # A label too close to the previous one (90% and 100%) goes a line lower.
+            dy = (i > 1 && x - last_x < 40 && !lowered) ? 14 : 0; lowered = dy > 0; last_x = x
+            printf "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%g%%</text>\n", x, H - B + 18 + dy, xs[i] * 100 }
         for (v = lo; v <= hi + 1e-9; v += 0.05) { y = H - B - (v - lo) / (hi - lo) * (H - T - B)
             printf "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#eee\"/>\n", L, y, W - R, y
             printf "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n", L - 6, y + 4, v }
