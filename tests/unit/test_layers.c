@@ -475,6 +475,15 @@ TEST(maxpool_nan_wins)
     float x[4] = {1, NAN, 3, 2}, y;
     maxpool2d_forward(1, 1, 2, 2, 2, 2, 0, x, &y);
     EXPECT(isnan(y));
+    // Backward sends the gradient to the NaN, in a plane beside one without
+    // NaN (the two take different paths).
+    float x2[8] = {1, NAN, 3, 2, 1, 5, 3, 2}, y2[2], dy2[2] = {1, 1}, dx2[8];
+    maxpool2d_forward(1, 2, 2, 2, 2, 2, 0, x2, y2);
+    maxpool2d_backward(1, 2, 2, 2, 2, 2, 0, x2, dy2, dx2);
+    EXPECT(isnan(y2[0]) && y2[1] == 5);
+    float expect[8] = {0, 1, 0, 0, 0, 1, 0, 0};
+    for (int i = 0; i < 8; i++)
+        EXPECT_MSG(dx2[i] == expect[i], "dx[%d] = %g, expected %g", i, dx2[i], expect[i]);
 }
 
 static double avgpool_objective(void *ctx)
