@@ -64,31 +64,27 @@ fi
 # Why a row was below 1 when last analysed (2026-11-22, on this machine under
 # others' load), shown with its profile when it still is: the profile is
 # measured afresh, the analysis is not.
-step_reason="Two causes. (1) Waiting that burns the cores: BLIS's OpenMP build synchronises its threads
-inside every GEMM with its own spin barrier (libblis.so.4 0xb059b0/0xb059b3, the loop just after
-bli_thrcomm_bcast in Debian's 0.9.0), which ignores OMP_WAIT_POLICY; when the machine has more
-runnable threads than cores, one BLIS thread is descheduled and its partner spins through its
-time slice (up to 78% of the samples under a load of 8). At a load of 5, an experiment with BLIS
-single-threaded inside gemm_f32 and the columns of C split across OpenMP threads (passive
-waiting) gave the same losses and 32, 15 and 32 images/s on the --quick shapes of 2a, 2b and 2c,
-against 3.8, 3.0 and 12.7 as built (one thread as built: 32, 15 and 56). (2) Convolutions are
-im2col + SGEMM with M = output channels, so BLIS packs the whole im2col matrix and each packed
-value feeds only M multiply-adds: at 32x32 (2c), one thread, forward + backward per conv, ours
-runs at 62 GFLOP/s at 32 channels, 77-80 at 64, 89-92 at 128, 92-103 at 256, PyTorch's oneDNN
-direct convolutions at 71-75, 141-157, 165-179, 174-193 (a 2048^3 SGEMM: 168); and im2col,
-col2im, batch norm and copies take about a third of a one-thread profile at 32x32 (col2im 9%,
-memmove 7%, im2col 6%, batch norm backward 6% and forward 4%)."
+step_reason="Convolutions are im2col + SGEMM with M = output channels, so BLIS packs the whole
+im2col matrix and each packed value feeds only M multiply-adds: at 32x32 (2c), one thread, forward
++ backward per conv, ours runs at 62 GFLOP/s at 32 channels, 77-80 at 64, 89-92 at 128, 92-103 at
+256, PyTorch's oneDNN direct convolutions at 71-75, 141-157, 165-179, 174-193 (a 2048^3 SGEMM:
+168).  Around the GEMMs, im2col, col2im, the copies between the GEMM's folded layout and NCHW
+(memmove) and batch norm take about a third of the time at 32x32 and a fifth at 224.  Fixed on
+2026-11-22: BLIS's OpenMP build synchronises its threads with its own spin barrier, which ignores
+OMP_WAIT_POLICY and, beside another busy process, spun through up to 78% of the samples; gemm_f32
+now runs BLIS single-threaded inside an OpenMP split of C (2a beside a busy process: 1.98 -> 7.76
+images/s); and max pooling's window search, 7% of 2a, is 2.5x (forward) and 1.5x (backward)
+faster."
 casepack_reason="Since 2026-11-22 case-pack decodes JPEG through libjpeg-turbo at a DCT scale of M/8 (3/8 for
 800x600 -> 224, where PIL's draft takes 1/2) and resizes with its own antialiased filter; before,
 libvips's thumbnail decoded these photos at full size (it keeps a factor of 2 for its own resize)
 and spent 20-30% on per-image pipeline set-up, 2.8 times PIL's time.  What is left is libjpeg's
 entropy decoding and IDCT, which PIL runs too."
 unanalysed="Not analysed: this row was above 1 when the benchmarks were written."
-e2e_reason="pipelines/simclr.sh gives augment one thread and ntxent-step the remaining cores - 1 = 1, so
-training, the bottleneck, runs on one core while PyTorch trains on two beside its two loader
-workers; giving ntxent-step both cores today is far worse on a loaded machine (512 images: 550 s
-against 17-23 s at a load of 5), because of BLIS's spinning barrier (see the step rows). The
-profile is ntxent-step's: GEMM kernels, then im2col/col2im, batch norm and copies."
+e2e_reason="Since 2026-11-22 pipelines/simclr.sh gives ntxent-step every core (augment costs a few
+per cent of a step; rows 8 show the pipeline within a few per cent of ntxent-step alone), so this
+row is the speed of the training step at 3x32x32, batch 128: see 2c for where its time goes.
+The profile is ntxent-step's."
 
 # Both sides wait passively, as medssl's pipelines do (pipelines/common.bash):
 # on a shared machine, threads spinning at a barrier take the cores that
@@ -434,7 +430,7 @@ for setting in 32 96; do
         row "8-$setting" "pipeline vs its slowest stage at $setting" "see section 8" "" "" "bench/pipeline.sh's table has no such row"
         continue
     fi
-    t_pipe=$(md_cell "$dir/pipeline.md" "3×$setting×$setting" "pipeline, passive")
+    t_pipe=$(md_cell "$dir/pipeline.md" "3×$setting×$setting" "pipeline, trainer -T $cores, passive")
     t_slow=$(md_cell "$dir/pipeline.md" "3×$setting×$setting" "slowest stage alone")
     row "8-$setting" "pair-sample \\| augment \\| ntxent-step at ${setting}×${setting} (pipelines/simclr.sh's threads: the trainer on every core; OMP_WAIT_POLICY=passive) vs its slowest stage alone" \
         "pipeline $t_pipe" "slowest stage $t_slow" "$(ratio 1 "$r")" "Not a peer: 1 means the pipeline costs nothing over its bottleneck. Section 8 has the times and the wait policies."
