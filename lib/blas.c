@@ -284,9 +284,15 @@ static void gemm_block(bool transA, bool transB, int M, int N, int K, float alph
     // BLIS takes op(A)'s dimensions and the strides of A as stored, so a
     // row-major matrix is (row stride ld, column stride 1) either way.  It
     // does not write A or B; its prototype just lacks the const.
-    // BLIS itself runs single-threaded (blas_set_threads).
-    bli_sgemm(transA ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, transB ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, M, N,
-              K, &alpha, (float *)A, lda, 1, (float *)B, ldb, 1, &beta, C, ldc, 1);
+    // One thread, and never BLIS's small-matrix ("sup") path: the AVX2 and
+    // Zen kernel sets take it when a dimension is under about 200 to 500,
+    // and it sums over K in another order, so a block of a split would not
+    // get the bytes the whole matrix gets.
+    rntm_t rntm = BLIS_RNTM_INITIALIZER;
+    bli_rntm_set_num_threads(1, &rntm);
+    bli_rntm_disable_l3_sup(&rntm);
+    bli_sgemm_ex(transA ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, transB ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE, M,
+                 N, K, &alpha, (float *)A, lda, 1, (float *)B, ldb, 1, &beta, C, ldc, 1, NULL, &rntm);
 }
 
 void gemm_f32(bool transA, bool transB, int M, int N, int K, float alpha,

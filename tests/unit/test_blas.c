@@ -144,10 +144,15 @@ TEST(gemm_transpositions)
 // and 3 threads, every transposition, shapes from ResNets' convolutions and
 // small ones around BLIS's small-matrix thresholds, C must have the same
 // bytes, and a split product must match a double reference.
-TEST(gemm_same_bytes_whatever_the_threads)
+// gemm_f32 on 1, 2 and 3 threads gives the same bytes, and the right values,
+// with the kernels this process has.  {256, 512, 512} on 3 threads and
+// {512, 392, 2304} on 2 split into blocks under the AVX2 kernels' small-matrix
+// threshold.
+static void check_same_bytes(void)
 {
     static const int shapes[][3] = {{64, 300, 147}, {300, 64, 576}, {256, 1568, 64}, {512, 49, 1152},
-                                    {130, 190, 150}, {10, 700, 33}, {700, 10, 33}, {97, 193, 201}};
+                                    {130, 190, 150}, {10, 700, 33}, {700, 10, 33}, {97, 193, 201},
+                                    {256, 512, 512}, {512, 392, 2304}};
     uint64_t seed = 7;
     for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
         for (int t = 0; t < 4; t++) {
@@ -188,15 +193,49 @@ TEST(gemm_same_bytes_whatever_the_threads)
     blas_set_threads(1);
 }
 
+TEST(gemm_same_bytes_whatever_the_threads) { check_same_bytes(); }
+
+// The same with the AVX2 kernel sets (haswell, zen3), whose small-matrix
+// path sums in another order.  The kernels are chosen once per process, and
+// this one has chosen already: each set runs in a fresh copy of this program
+// (`test_blas --same-bytes`, see main).
+TEST(gemm_same_bytes_on_avx2_kernels)
+{
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
+        printf("skip - gemm_same_bytes_on_avx2_kernels: no AVX2 and FMA\n");
+        return;
+    }
+    static const char *const sets[] = {"haswell", "zen3"};
+    for (size_t i = 0; i < sizeof sets / sizeof *sets; i++) {
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid < 0)
+            die("test", "fork failed");
+        if (pid == 0) {
+            setenv("MEDSSL_BLIS_ARCH", sets[i], 1);
+            execl("/proc/self/exe", "test_blas", "--same-bytes", (char *)NULL);
+            _exit(127);
+        }
+        int status;
+        waitpid(pid, &status, 0);
+        EXPECT_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                   "%s kernels: the bytes depend on the thread count (or the child failed)", sets[i]);
+    }
+}
+
 int main(int argc, char **argv)
 {
-    (void)argc;
     util_init(argv[0]);
+    if (argc == 2 && strcmp(argv[1], "--same-bytes") == 0) {
+        check_same_bytes();
+        return check_current_failures ? 1 : 0;
+    }
     RUN(arch_override_by_name);
     RUN(arch_unknown_name_is_refused);
     RUN(arch_default_and_auto);
     RUN(threads_from_environment);
     RUN(auto_choice_fits_cpu);
+    RUN(gemm_same_bytes_on_avx2_kernels);
     RUN(gemm_transpositions);
     RUN(gemm_same_bytes_whatever_the_threads);
     return CHECK_DONE();
