@@ -73,7 +73,7 @@ im2col matrix and each packed value feeds only M multiply-adds: at 32x32 (2c), o
 2026-11-22: BLIS's OpenMP build synchronises its threads with its own spin barrier, which ignores
 OMP_WAIT_POLICY and, beside another busy process, spun through up to 78% of the samples; gemm_f32
 now runs BLIS single-threaded inside an OpenMP split of C (2a beside a busy process: 1.98 -> 7.76
-images/s); and max pooling's window search, 7% of 2a, is 2.5x (forward) and 1.5x (backward)
+images/s); and max pooling's window search, 7% of 2a, is 2.3x (forward) and 1.3x (backward)
 faster."
 casepack_reason="Since 2026-11-22 case-pack decodes JPEG through libjpeg-turbo at a DCT scale of M/8 (3/8 for
 800x600 -> 224, where PIL's draft takes 1/2) and resizes with its own antialiased filter; before,

@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +43,7 @@ static window window_at(int h, int w, int oy, int ox, int kernel, int stride, in
 
 // Index in the plane of the winner of window r.  The rule is PyTorch's:
 // start from the first pixel, take any later pixel that is greater or NaN.
-// For planes holding a NaN; the others take the fast paths below.
+// For planes holding a NaN or a -0.0; the others take the fast paths below.
 static int window_argmax(const float *plane, int w, window r)
 {
     int best = r.y0 * w + r.x0;
@@ -58,12 +59,19 @@ static int window_argmax(const float *plane, int w, window r)
     return best;
 }
 
-static bool plane_has_nan(const float *plane, size_t count)
+// A plane the fast paths below would get wrong: one holding a NaN (which
+// must win), or a -0.0 (the fast forward takes the maximum column by column,
+// so between -0.0 and +0.0 it may return the other sign than the first in
+// row-major order).  Integer tests on the bits, which vectorise.
+static bool plane_needs_exact_rule(const float *plane, size_t count)
 {
-    int nan = 0;
-    for (size_t i = 0; i < count; i++)
-        nan |= plane[i] != plane[i];
-    return nan;
+    uint32_t found = 0;
+    for (size_t i = 0; i < count; i++) {
+        uint32_t bits;
+        memcpy(&bits, plane + i, sizeof bits);
+        found |= ((bits & 0x7fffffffu) > 0x7f800000u) | (bits == 0x80000000u);
+    }
+    return found;
 }
 
 // Without NaN the window maxima are separable: column_max[x] = the maximum
@@ -101,14 +109,14 @@ void maxpool2d_forward(int n, int c, int h, int w, int kernel, int stride, int p
         for (int plane = 0; plane < n * c; plane++) {
             const float *src = x + (size_t)plane * h * w;
             float *dst = y + (size_t)plane * oh * ow;
-            bool nan = plane_has_nan(src, (size_t)h * w);
+            bool exact = plane_needs_exact_rule(src, (size_t)h * w);
             for (int oy = 0; oy < oh; oy++) {
                 window rows = window_at(h, w, oy, 0, kernel, stride, pad);
-                if (!nan)
+                if (!exact)
                     column_max(src, w, rows.y0, rows.y1, column);
                 for (int ox = 0; ox < ow; ox++) {
                     window r = window_at(h, w, oy, ox, kernel, stride, pad);
-                    dst[oy * ow + ox] = nan ? src[window_argmax(src, w, r)] : range_max(column, r.x0, r.x1);
+                    dst[oy * ow + ox] = exact ? src[window_argmax(src, w, r)] : range_max(column, r.x0, r.x1);
                 }
             }
         }
@@ -132,15 +140,15 @@ void maxpool2d_backward(int n, int c, int h, int w, int kernel, int stride, int 
             const float *g = dy + (size_t)plane * oh * ow;
             float *dst = dx + (size_t)plane * h * w;
             memset(dst, 0, (size_t)h * w * sizeof(float));
-            bool nan = plane_has_nan(src, (size_t)h * w);
+            bool exact = plane_needs_exact_rule(src, (size_t)h * w);
             for (int oy = 0; oy < oh; oy++) {
                 window rows = window_at(h, w, oy, 0, kernel, stride, pad);
-                if (!nan)
+                if (!exact)
                     column_max(src, w, rows.y0, rows.y1, column);
                 for (int ox = 0; ox < ow; ox++) {
                     window r = window_at(h, w, oy, ox, kernel, stride, pad);
                     int winner;
-                    if (nan) {
+                    if (exact) {
                         winner = window_argmax(src, w, r);
                     } else {
                         // Only strictly greater pixels replace the first, so

@@ -468,6 +468,13 @@ TEST(maxpool_ties)
     maxpool2d_forward(1, 1, 3, 3, 3, 1, 0, z, &zy);
     maxpool2d_backward(1, 1, 3, 3, 3, 1, 0, z, &zdy, zdx);
     EXPECT(zy == 7 && zdx[0] == 1 && zdx[4] == 0);
+    // -0.0 and +0.0 tie; the first in row-major order gives the sign, as in
+    // PyTorch (ReLU passes -0.0 through).  Column by column, +0.0 would win.
+    float s[4] = {-1, -0.0f, +0.0f, -1}, sy, sdy = 1, sdx[4];
+    maxpool2d_forward(1, 1, 2, 2, 2, 2, 0, s, &sy);
+    maxpool2d_backward(1, 1, 2, 2, 2, 2, 0, s, &sdy, sdx);
+    EXPECT_MSG(sy == 0 && signbit(sy), "max of {-1, -0, +0, -1} = %g, expected -0", sy);
+    EXPECT(sdx[1] == 1 && sdx[2] == 0);
 }
 
 TEST(maxpool_nan_wins)
