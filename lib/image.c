@@ -135,30 +135,61 @@ static void take(VipsImage **img, VipsImage *out)
     *img = out;
 }
 
+// The output size for a w x h source: short side o->size, aspect ratio
+// kept (size 0: unchanged).  False, with the reason, when that is over
+// --max-pixels (a long thin image scaled up would ask for gigabytes).
+static bool target_size(int w, int h, const image_opts *o, int *tw, int *th, char *err, size_t errlen)
+{
+    double tw_d = w, th_d = h;
+    if (o->size > 0) {
+        if (w <= h) {
+            tw_d = o->size;
+            th_d = round((double)h * o->size / w);
+        } else {
+            th_d = o->size;
+            tw_d = round((double)w * o->size / h);
+        }
+    }
+    tw_d = tw_d < 1 ? 1 : tw_d;
+    th_d = th_d < 1 ? 1 : th_d;
+    if (tw_d * th_d > (double)o->max_pixels) {
+        snprintf(err, errlen, "%dx%d resized to %.0fx%.0f pixels, over the limit of %llu (--max-pixels)", w, h,
+                 tw_d, th_d, (unsigned long long)o->max_pixels);
+        return false;
+    }
+    *tw = (int)tw_d;
+    *th = (int)th_d;
+    return true;
+}
+
 // JPEG photographs resized: decoded at the smallest DCT scale that keeps the
 // short side at least o->size (jpeg.h), then resampled (PIL's bilinear,
 // antialiased) straight to the output, centre crop included.
 static jpeg_status load_jpeg(const void *data, size_t size, const image_opts *o, image_t *out, char *err,
                              size_t errlen)
 {
-    uint8_t *decoded;
-    int w, h, c = o->channels;
-    jpeg_status st = jpeg_decode(data, size, c, o->size, o->max_pixels, &decoded, &w, &h, err, errlen);
+    int c = o->channels;
+    jpeg_image dec;
+    jpeg_status st = jpeg_decode(data, size, c, o->size, o->max_pixels, &dec, err, errlen);
     if (st != JPEG_OK)
         return st;
-    // Target: short side o->size, aspect kept; the crop box in source pixels.
-    double scale = (double)o->size / (w < h ? w : h);
-    int tw = w <= h ? o->size : (int)lround(w * scale), th = w <= h ? (int)lround(h * scale) : o->size;
-    if (tw < 1) tw = 1;
-    if (th < 1) th = 1;
+    // The size from the source's own, as the libvips path and PIL have it;
+    // the crop box in decoded pixels, of which the source covers
+    // source_width * scale (the decoder rounds its size up).
+    int tw, th;
+    if (!target_size(dec.source_width, dec.source_height, o, &tw, &th, err, errlen)) {
+        free(dec.pixels);
+        return JPEG_FAILED;
+    }
     int cw = tw, ch = th;
     if (o->centre_crop) {
         cw = tw < o->size ? tw : o->size;
         ch = th < o->size ? th : o->size;
     }
-    double sx = (double)w / tw, sy = (double)h / th;
+    double sx = dec.source_width * dec.scale / tw, sy = dec.source_height * dec.scale / th;
     double x0 = (tw - cw) / 2 * sx, y0 = (th - ch) / 2 * sy;
-    img_src src = {.channels = c, .height = h, .width = w, .u16 = false, .data = decoded};
+    uint8_t *decoded = dec.pixels;
+    img_src src = {.channels = c, .height = dec.height, .width = dec.width, .u16 = false, .data = decoded};
     img_workspace ws = {0};
     float *resized = xmalloc((size_t)c * cw * ch * sizeof *resized);
     img_crop_resize(&src, x0, y0, x0 + cw * sx, y0 + ch * sy, cw, ch, false, false, resized, &ws);
@@ -205,18 +236,10 @@ static bool load_page(const void *data, size_t size, int page, bool is_tiff, boo
         g_object_unref(img);
         return false;
     }
-    // Target size: short side = o->size, aspect ratio kept.
-    int tw = w, th = h;
-    if (o->size > 0) {
-        if (w <= h) {
-            tw = o->size;
-            th = (int)lround((double)h * o->size / w);
-        } else {
-            th = o->size;
-            tw = (int)lround((double)w * o->size / h);
-        }
-        if (tw < 1) tw = 1;
-        if (th < 1) th = 1;
+    int tw, th;
+    if (!target_size(w, h, o, &tw, &th, err, errlen)) {
+        g_object_unref(img);
+        return false;
     }
     VipsImage *res = NULL;
     int rc;

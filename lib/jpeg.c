@@ -1,6 +1,7 @@
 #include "jpeg.h"
 
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,13 +109,13 @@ static void orient_to_planar(const uint8_t *hwc, int w, int h, int c, int orient
 }
 
 jpeg_status jpeg_decode(const void *data, size_t size, int channels, int min_short, uint64_t max_pixels,
-                        uint8_t **pixels, int *width, int *height, char *err, size_t errlen)
+                        jpeg_image *out, char *err, size_t errlen)
 {
     struct jpeg_decompress_struct cinfo;
     error_mgr e;
     // Written after setjmp and read after a longjmp: volatile.
     uint8_t *volatile rows = NULL;
-    *pixels = NULL;
+    out->pixels = NULL;
     cinfo.err = jpeg_std_error(&e.pub);
     e.pub.error_exit = on_error;
     e.pub.emit_message = on_message;
@@ -144,7 +145,8 @@ jpeg_status jpeg_decode(const void *data, size_t size, int channels, int min_sho
     // (libjpeg-turbo scales by any M/8; 3/8 for 800x600 -> 224 decodes a
     // third faster, resizing included, than PIL's choice of 1/2).
     cinfo.scale_denom = 8;
-    for (unsigned m = 1; m <= 8; m++) {
+    cinfo.scale_num = 8;
+    for (unsigned m = 1; m <= 8 && min_short > 0; m++) {
         cinfo.scale_num = m;
         jpeg_calc_output_dimensions(&cinfo);
         unsigned short_side = cinfo.output_width < cinfo.output_height ? cinfo.output_width : cinfo.output_height;
@@ -153,6 +155,8 @@ jpeg_status jpeg_decode(const void *data, size_t size, int channels, int min_sho
     }
     jpeg_start_decompress(&cinfo);
     int w = (int)cinfo.output_width, h = (int)cinfo.output_height, c = cinfo.output_components;
+    int sw = (int)cinfo.image_width, sh = (int)cinfo.image_height;
+    double scale = cinfo.scale_num / 8.0;
     rows = xmalloc((size_t)w * h * c);
     while (cinfo.output_scanline < cinfo.output_height) {
         JSAMPROW row = rows + (size_t)cinfo.output_scanline * w * c;
@@ -169,8 +173,8 @@ jpeg_status jpeg_decode(const void *data, size_t size, int channels, int min_sho
     uint8_t *planar = xmalloc((size_t)w * h * c);
     orient_to_planar(rows, w, h, c, orientation, planar);
     free(rows);
-    *pixels = planar;
-    *width = orientation >= 5 ? h : w;
-    *height = orientation >= 5 ? w : h;
+    bool swap = orientation >= 5;
+    *out = (jpeg_image){.pixels = planar, .width = swap ? h : w, .height = swap ? w : h,
+                        .source_width = swap ? sh : sw, .source_height = swap ? sw : sh, .scale = scale};
     return JPEG_OK;
 }

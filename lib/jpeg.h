@@ -13,12 +13,23 @@
 
 typedef enum { JPEG_OK, JPEG_UNSUPPORTED, JPEG_FAILED } jpeg_status;
 
+// A decoded JPEG: pixels (channels, height, width), malloc'ed, oriented as
+// the file's EXIF tag says.  The decoder scales by scale = M/8 and rounds
+// the size up, so the source's own (oriented) source_width x source_height
+// pixels cover source_width * scale decoded columns, a fraction of a pixel
+// less than width (and the same for rows).
+typedef struct {
+    uint8_t *pixels;
+    int width, height;
+    int source_width, source_height;
+    double scale;
+} jpeg_image;
+
 // Decodes data (a whole JPEG file) to `channels` (1: libjpeg's luma, 3: RGB)
-// with the short side at least min_short (0: full size), oriented as its
-// EXIF tag says.  *pixels: (channels, *height, *width), malloc'ed.  A
-// source over max_pixels, or a broken file, gives JPEG_FAILED with the
-// reason in err; JPEG_UNSUPPORTED (CMYK) asks the caller to use libvips.
+// with the short side at least min_short (0 or less: full size).  A source
+// over max_pixels, or a broken file, gives JPEG_FAILED with the reason in
+// err; JPEG_UNSUPPORTED (CMYK) asks the caller to use libvips.
 jpeg_status jpeg_decode(const void *data, size_t size, int channels, int min_short, uint64_t max_pixels,
-                        uint8_t **pixels, int *width, int *height, char *err, size_t errlen);
+                        jpeg_image *out, char *err, size_t errlen);
 
 #endif

@@ -78,6 +78,21 @@ a = np.frombuffer(t["data"], np.uint8).reshape(t["shape"])[0].astype(float)
 print(a.shape, round(a[:8, 6:].mean()), round(a[:8, :4].mean()), round(a[12:].mean()))')
 [ "$quadrants" = "(20, 10) 255 0 0" ] && pass "JPEG: the EXIF orientation is applied" || fail "orientation" "$quadrants"
 
+# Sizes come from the source, not from the decoder's size (rounded up at
+# its DCT scale, 3/8 here): an 801x601 JPEG is packed as its PNG twin.
+vips black odd.v 801 601 --bands 3 && vips linear odd.v odd.jpg 1 90 --uchar && vips linear odd.v odd.png 1 90 --uchar
+printf 'case,path,label\na,odd.jpg,x\nb,odd.png,x\n' > odd.csv
+case-pack -q --size 224 -o odd.pack odd.csv
+sizes=$(mts show odd.pack | grep -o 'u8\[3,[0-9]*,[0-9]*\]' | sort -u)
+[ "$sizes" = "u8[3,224,299]" ] && pass "JPEG: the size from the source's (801x601 -> 299x224, as PNG)" \
+    || fail "jpeg size" "$sizes"
+# A long thin image scaled up past --max-pixels is refused, not allocated.
+vips black thin.v 2000 2 && vips linear thin.v thin.jpg 1 50 --uchar && vips linear thin.v thin.png 1 50 --uchar
+printf 'case,path,label\na,rgb.jpg,x\nb,thin.jpg,x\nc,thin.png,x\n' > thin.csv
+case-pack -o thin.pack --size 224 --max-pixels 10000000 thin.csv 2>err.txt; rc=$?
+[ $rc -eq 0 ] && [ "$(grep -c '2000x2 resized to 224000x224 pixels, over the limit of 10000000 (--max-pixels) (skipped)' err.txt)" -eq 2 ] \
+    && pass "an output over --max-pixels is refused (JPEG and PNG)" || fail "thin" "rc=$rc $(cat err.txt)"
+
 # Determinism: the same bytes whatever the thread count.
 OMP_NUM_THREADS=1 case-pack -q -o t.pack --size 32 m.csv && mv t.pack t1.pack
 OMP_NUM_THREADS=2 case-pack -q -o t.pack --size 32 m.csv && mv t.pack t2.pack
