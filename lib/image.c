@@ -291,9 +291,20 @@ static bool load_page(const void *data, size_t size, int page, bool is_tiff, boo
         return false;
     }
     if (bands == 3 && o->channels == 1) {
-        if (vips_colourspace(img, &res, sixteen ? VIPS_INTERPRETATION_GREY16 : VIPS_INTERPRETATION_B_W,
-                             "source_space", sixteen ? VIPS_INTERPRETATION_RGB16 : VIPS_INTERPRETATION_sRGB,
-                             NULL))
+        // ITU-R BT.601 luma of the stored values, as PIL's convert("L"),
+        // torchvision's Grayscale and augment have it, and as a JPEG stores
+        // its Y channel (which the JPEG path takes directly): a photo gets
+        // the same grey whatever its format.  (libvips's B_W weighs linear
+        // light instead: pure red would be 124, not 76.)
+        static const double luma[3] = {0.299, 0.587, 0.114};
+        VipsImage *weights = vips_image_new_matrix_from_array(3, 1, luma, 3);
+        bool failed = !weights || vips_recomb(img, &res, weights, NULL);
+        if (weights)
+            g_object_unref(weights);
+        if (failed)
+            goto vips_failed;
+        take(&img, res);
+        if (vips_round(img, &res, VIPS_OPERATION_ROUND_RINT, NULL))
             goto vips_failed;
         take(&img, res);
     } else if (bands == 1 && o->channels == 3) {

@@ -86,6 +86,14 @@ case-pack -q --size 224 -o odd.pack odd.csv
 sizes=$(mts show odd.pack | grep -o 'u8\[3,[0-9]*,[0-9]*\]' | sort -u)
 [ "$sizes" = "u8[3,224,299]" ] && pass "JPEG: the size from the source's (801x601 -> 299x224, as PNG)" \
     || fail "jpeg size" "$sizes"
+# Colour to grey: BT.601 luma whatever the format (pure red: 76, as PIL).
+vips black red0.v 16 16 --bands 3 && vips linear red0.v red.v "1 1 1" "255 0 0" --uchar
+vips copy red.v red.png && vips copy red.v "red.jpg[Q=100]" && vips copy red.v red.webp[lossless]
+printf 'case,path,label\na,red.png,x\nb,red.jpg,x\nc,red.webp,x\n' > red.csv
+case-pack -q -c 1 --size 16 -o red.pack red.csv
+greys=$(mts show red.pack | grep -o 'u8\[1,16,16\]{min [0-9]* max [0-9]*' | sort -u)
+[ "$greys" = "u8[1,16,16]{min 76 max 76" ] && pass "grey: BT.601 luma for PNG, JPEG and WebP alike (red -> 76)" \
+    || fail "grey" "$greys"
 # A long thin image scaled up past --max-pixels is refused, not allocated.
 vips black thin.v 2000 2 && vips linear thin.v thin.jpg 1 50 --uchar && vips linear thin.v thin.png 1 50 --uchar
 printf 'case,path,label\na,rgb.jpg,x\nb,thin.jpg,x\nc,thin.png,x\n' > thin.csv
