@@ -1,17 +1,26 @@
 #include "conv.h"
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "blas.h"
 #include "util.h"
 
-// Columns a folded GEMM aims for.  With 2 threads and the skx kernels, BLIS
-// runs best between about 2000 and 6000 columns (bench/sgemm: 170 GFLOP/s
-// at 49 columns, 310 at 392 and more); 3136 is one 56x56 map.
-enum { target_gemm_cols = 3136 };
-// Folding stops growing when its buffers would pass 16 Mi floats (64 MiB).
-static const size_t fold_workspace_cap = (size_t)16 << 20;
+// The im2col matrix is built and multiplied a block of columns at a time,
+// each block about 1.5 MB (block_floats of f32), so that it is written and
+// then packed by BLIS from the core's own cache instead of going out to
+// memory and back: a 3x3 conv at 56x56 would otherwise write a 7 MB matrix
+// per image.  Measured on one thread (skx kernels): M 64, K 576 runs at
+// 140-150 GFLOP/s with 384-1536 columns, 90-125 with the whole 3136.  A
+// block has at least block_cols_min columns all the same, because BLIS
+// packs the weights again for every block (9 MB for a 512-channel 3x3
+// conv), and small maps are grouped, whole images per block, up to that
+// size.  Against whole-batch GEMMs on 2 threads, ResNet-50's convolutions
+// at batch 16 run 1.05-1.4x as fast where the maps are 28x28 or larger and
+// 0.9-1.0x at 7x7, where the weights outweigh the images.
+static const size_t block_floats = (size_t)384 << 10;
+enum { block_cols_min = 768, block_cols_max = 4096 };
 
 static float *workspace;
 static size_t workspace_floats;
@@ -69,17 +78,35 @@ int conv2d_out_size(const conv2d *c, int in)
 }
 
 // Everything about one call that follows from the layer and the input size.
+// The blocks depend only on these shapes, never on the thread count: the
+// weight gradient sums over the blocks in their order, so its bytes are
+// fixed by them.
 typedef struct {
     int h, w, oh, ow;
-    int rows;           // in_ch * kernel^2: rows of the im2col matrix, the GEMM's K
+    int rows;           // in_ch * kernel^2: rows of the im2col matrix, the forward GEMM's K
     int map;            // oh * ow: columns per image
     size_t in_image;    // floats per input image
     size_t out_image;   // floats per output image
     bool pointwise;     // 1x1, stride 1, no padding: an image is its own im2col matrix
-    int fold;           // images per GEMM
+    int parts;          // blocks per image (> 1 when a map is split)
+    int group;          // images per block (> 1 when small maps are grouped)
+    int blocks;         // blocks in the batch
+    int cols;           // columns in the widest block
 } geometry;
 
-static geometry geometry_of(const conv2d *c, int n, int h, int w)
+// One block: columns [j0, j1) of images [image, image + nb), side by side.
+typedef struct {
+    int image, nb, j0, j1;
+} block;
+
+static int block_width(const block *b) { return b->nb * (b->j1 - b->j0); }
+
+// `threads` > 1 caps the images per block so that the blocks spread over
+// that many threads (16 images in 3 blocks would leave one of 2 threads
+// idle a third of the time).  The forward pass and dx may depend on it: a
+// block is a set of GEMM columns, and a column's result does not depend on
+// its neighbours.  The weight gradient sums over blocks and asks for 1.
+static geometry geometry_of(const conv2d *c, int n, int h, int w, int threads)
 {
     geometry g;
     g.h = h;
@@ -94,16 +121,46 @@ static geometry geometry_of(const conv2d *c, int n, int h, int w)
     g.in_image = (size_t)c->in_ch * h * w;
     g.out_image = (size_t)c->out_ch * g.map;
     g.pointwise = c->kernel == 1 && c->stride == 1 && c->pad == 0;
-    // Depends only on shapes, never on the thread count, so the summation
-    // order inside the GEMMs (and hence every result bit) is fixed.
-    int fold = target_gemm_cols / g.map;
-    if (fold > n)
-        fold = n;
-    size_t per_image = (size_t)(g.rows + c->out_ch) * g.map;
-    if ((size_t)fold * per_image > fold_workspace_cap)
-        fold = (int)(fold_workspace_cap / per_image);
-    g.fold = fold < 1 ? 1 : fold;
+    size_t target = block_floats / (size_t)g.rows;
+    if (target < block_cols_min)
+        target = block_cols_min;
+    if (target > block_cols_max)
+        target = block_cols_max;
+    g.parts = g.group = 1;
+    if ((size_t)g.map > target) {
+        g.parts = (int)(((size_t)g.map + target - 1) / target);
+        g.blocks = n * g.parts;
+        g.cols = (g.map + g.parts - 1) / g.parts;
+    } else {
+        int group = (int)(target / (size_t)g.map);
+        g.blocks = (n + group - 1) / group;
+        if (threads > 1)
+            g.blocks = (g.blocks + threads - 1) / threads * threads;
+        if (g.blocks > n)
+            g.blocks = n;
+        // Block t holds images [n t / blocks, n (t + 1) / blocks).
+        g.group = (n + g.blocks - 1) / g.blocks;
+        g.cols = g.group * g.map;
+    }
     return g;
+}
+
+static block block_at(const geometry *g, int n, int t)
+{
+    block b;
+    if (g->parts > 1) {
+        int part = t % g->parts;
+        b.image = t / g->parts;
+        b.nb = 1;
+        b.j0 = (int)((long)g->map * part / g->parts);
+        b.j1 = (int)((long)g->map * (part + 1) / g->parts);
+    } else {
+        b.image = (int)((long)n * t / g->blocks);
+        b.nb = (int)((long)n * (t + 1) / g->blocks) - b.image;
+        b.j0 = 0;
+        b.j1 = g->map;
+    }
+    return b;
 }
 
 // The output positions o (along one axis) whose input position
@@ -120,74 +177,98 @@ static void valid_outputs(int k_off, int stride, int pad, int in, int out, int *
         *lo = *hi;
 }
 
-// cols (rows, nb * map): row (ci, ky, kx), column (image, oy, ox) holds
-// x[image][ci][oy * stride - pad + ky][ox * stride - pad + kx], 0 outside.
-static void im2col(const conv2d *c, const geometry *g, int nb, const float *x, float *cols)
+static int clamp_int(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+// Rows [r0, r1) of one image's im2col matrix, columns [j0, j1): row
+// (ci, ky, kx), column (oy, ox) holds x[ci][oy * stride - pad + ky][ox *
+// stride - pad + kx], 0 outside.  x: (in_ch, h, w); dst: (r1 - r0) rows of
+// row stride ld.
+static void im2col_range(const conv2d *c, const geometry *g, const float *x, int r0, int r1,
+                         int j0, int j1, float *dst, size_t ld)
 {
     const int k = c->kernel, s = c->stride, p = c->pad;
-    const size_t ncols = (size_t)nb * g->map;
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < g->rows; r++) {
+    for (int r = r0; r < r1; r++) {
         int ci = r / (k * k), ky = r / k % k, kx = r % k;
         int oy_lo, oy_hi, ox_lo, ox_hi;
         valid_outputs(ky, s, p, g->h, g->oh, &oy_lo, &oy_hi);
         valid_outputs(kx, s, p, g->w, g->ow, &ox_lo, &ox_hi);
-        float *dst = cols + (size_t)r * ncols;
-        for (int b = 0; b < nb; b++) {
-            const float *plane = x + b * g->in_image + (size_t)ci * g->h * g->w;
-            for (int oy = 0; oy < g->oh; oy++, dst += g->ow) {
-                if (oy < oy_lo || oy >= oy_hi) {
-                    memset(dst, 0, (size_t)g->ow * sizeof(float));
-                    continue;
-                }
-                const float *src = plane + (size_t)(oy * s - p + ky) * g->w;
-                memset(dst, 0, (size_t)ox_lo * sizeof(float));
+        const float *plane = x + (size_t)ci * g->h * g->w;
+        float *d = dst + (size_t)(r - r0) * ld;
+        // One output row's segment at a time: [ox0, ox1) of row oy.
+        for (int j = j0; j < j1;) {
+            int oy = j / g->ow, ox0 = j % g->ow;
+            int ox1 = ox0 + (j1 - j) < g->ow ? ox0 + (j1 - j) : g->ow;
+            float *seg = d + (j - j0) - ox0;   // seg[ox] is column (oy, ox)
+            if (oy < oy_lo || oy >= oy_hi) {
+                memset(seg + ox0, 0, (size_t)(ox1 - ox0) * sizeof(float));
+            } else {
+                const float *src = plane + (size_t)(oy * s - p + ky) * g->w - p + kx;
+                int a = clamp_int(ox_lo, ox0, ox1), b = clamp_int(ox_hi, a, ox1);
+                memset(seg + ox0, 0, (size_t)(a - ox0) * sizeof(float));
                 if (s == 1) {
-                    memcpy(dst + ox_lo, src + ox_lo - p + kx,
-                           (size_t)(ox_hi - ox_lo) * sizeof(float));
+                    memcpy(seg + a, src + a, (size_t)(b - a) * sizeof(float));
                 } else {
-                    for (int ox = ox_lo; ox < ox_hi; ox++)
-                        dst[ox] = src[ox * s - p + kx];
+                    for (int ox = a; ox < b; ox++)
+                        seg[ox] = src[ox * s];
                 }
-                memset(dst + ox_hi, 0, (size_t)(g->ow - ox_hi) * sizeof(float));
+                memset(seg + b, 0, (size_t)(ox1 - b) * sizeof(float));
             }
+            j += ox1 - ox0;
         }
     }
 }
 
-// The adjoint of im2col: each input pixel gets the sum of the columns it was
-// copied to.  One thread per (image, channel) plane, each plane summed in
-// the same order, so the result does not depend on the thread count.
-static void col2im(const conv2d *c, const geometry *g, int nb, const float *cols, float *dx,
-                   bool accumulate)
+// Rows [r0, r1) of a block's im2col matrix: (r1 - r0, width), the images
+// side by side.  x: the batch.
+static void im2col_block(const conv2d *c, const geometry *g, const block *b, const float *x,
+                         int r0, int r1, float *dst)
+{
+    const int part = b->j1 - b->j0;
+    const size_t ld = (size_t)block_width(b);
+    for (int i = 0; i < b->nb; i++)
+        im2col_range(c, g, x + (size_t)(b->image + i) * g->in_image, r0, r1, b->j0, b->j1,
+                     dst + (size_t)i * part, ld);
+}
+
+// The adjoint of im2col_block: each input pixel of the block's images gets
+// the sum of the block's columns it was copied to, added to dx (the
+// batch).  The adds run in a fixed order, so dx does not depend on the
+// thread count as long as one thread handles all blocks of an image.
+static void col2im_block(const conv2d *c, const geometry *g, const block *b, const float *cols,
+                         float *dx)
 {
     const int k = c->kernel, s = c->stride, p = c->pad;
-    const size_t ncols = (size_t)nb * g->map;
-    const int planes = nb * c->in_ch;
-#pragma omp parallel for schedule(static)
-    for (int plane = 0; plane < planes; plane++) {
-        int b = plane / c->in_ch, ci = plane % c->in_ch;
-        float *dst = dx + (size_t)plane * g->h * g->w;
-        if (!accumulate)
-            memset(dst, 0, (size_t)g->h * g->w * sizeof(float));
-        for (int ky = 0; ky < k; ky++) {
-            int oy_lo, oy_hi;
-            valid_outputs(ky, s, p, g->h, g->oh, &oy_lo, &oy_hi);
-            for (int kx = 0; kx < k; kx++) {
-                int ox_lo, ox_hi;
-                valid_outputs(kx, s, p, g->w, g->ow, &ox_lo, &ox_hi);
-                const float *src = cols + (size_t)((ci * k + ky) * k + kx) * ncols +
-                                   (size_t)b * g->map;
-                for (int oy = oy_lo; oy < oy_hi; oy++) {
-                    float *d = dst + (size_t)(oy * s - p + ky) * g->w;
-                    const float *sr = src + (size_t)oy * g->ow;
-                    if (s == 1) {
+    const int part = b->j1 - b->j0;
+    const size_t ld = (size_t)block_width(b);
+    for (int i = 0; i < b->nb; i++) {
+        float *image = dx + (size_t)(b->image + i) * g->in_image;
+        for (int ci = 0; ci < c->in_ch; ci++) {
+            float *plane = image + (size_t)ci * g->h * g->w;
+            for (int ky = 0; ky < k; ky++) {
+                int oy_lo, oy_hi;
+                valid_outputs(ky, s, p, g->h, g->oh, &oy_lo, &oy_hi);
+                for (int kx = 0; kx < k; kx++) {
+                    int ox_lo, ox_hi;
+                    valid_outputs(kx, s, p, g->w, g->ow, &ox_lo, &ox_hi);
+                    const float *src = cols + (size_t)((ci * k + ky) * k + kx) * ld +
+                                       (size_t)i * part;
+                    for (int j = b->j0; j < b->j1;) {
+                        int oy = j / g->ow, ox0 = j % g->ow;
+                        int ox1 = ox0 + (b->j1 - j) < g->ow ? ox0 + (b->j1 - j) : g->ow;
+                        if (oy >= oy_lo && oy < oy_hi) {
+                            const float *seg = src + (j - b->j0) - ox0;
+                            float *d = plane + (size_t)(oy * s - p + ky) * g->w - p + kx;
+                            int lo = clamp_int(ox_lo, ox0, ox1), hi = clamp_int(ox_hi, lo, ox1);
+                            if (s == 1) {
 #pragma omp simd
-                        for (int ox = ox_lo; ox < ox_hi; ox++)
-                            d[ox - p + kx] += sr[ox];
-                    } else {
-                        for (int ox = ox_lo; ox < ox_hi; ox++)
-                            d[ox * s - p + kx] += sr[ox];
+                                for (int ox = lo; ox < hi; ox++)
+                                    d[ox] += seg[ox];
+                            } else {
+                                for (int ox = lo; ox < hi; ox++)
+                                    d[ox * s] += seg[ox];
+                            }
+                        }
+                        j += ox1 - ox0;
                     }
                 }
             }
@@ -195,99 +276,198 @@ static void col2im(const conv2d *c, const geometry *g, int nb, const float *cols
     }
 }
 
-// (channels, nb, map) <-> (nb, channels, map): between a folded GEMM's
-// layout and NCHW.
-static void fold_to_images(int nb, int channels, int map, const float *folded, float *images)
+// (channels, nb * map) <-> nb images of (channels, map): between a grouped
+// block's GEMM layout and NCHW.  fold_out adds into the images when `add`.
+static void fold_in(int nb, int channels, int map, const float *images, float *folded)
 {
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < nb * channels; i++) {
-        int b = i / channels, ch = i % channels;
-        memcpy(images + (size_t)i * map, folded + ((size_t)ch * nb + b) * map,
-               (size_t)map * sizeof(float));
-    }
+    for (int b = 0; b < nb; b++)
+        for (int ch = 0; ch < channels; ch++)
+            memcpy(folded + ((size_t)ch * nb + b) * map, images + ((size_t)b * channels + ch) * map,
+                   (size_t)map * sizeof(float));
 }
 
-static void images_to_fold(int nb, int channels, int map, const float *images, float *folded)
+static void fold_out(int nb, int channels, int map, const float *folded, float *images, bool add)
 {
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < nb * channels; i++) {
-        int b = i / channels, ch = i % channels;
-        memcpy(folded + ((size_t)ch * nb + b) * map, images + (size_t)i * map,
-               (size_t)map * sizeof(float));
-    }
+    for (int b = 0; b < nb; b++)
+        for (int ch = 0; ch < channels; ch++) {
+            const float *src = folded + ((size_t)ch * nb + b) * map;
+            float *dst = images + ((size_t)b * channels + ch) * map;
+            if (add) {
+#pragma omp simd
+                for (int j = 0; j < map; j++)
+                    dst[j] += src[j];
+            } else {
+                memcpy(dst, src, (size_t)map * sizeof(float));
+            }
+        }
 }
 
-// Workspace for one call: the im2col matrix (unless the input is used as
-// it is) and a (out_ch, fold * map) matrix for folded outputs or gradients.
-static void workspace_split(const conv2d *c, const geometry *g, float **cols, float **folded)
+// A block of dY (out_ch, width): the output gradient itself when the block
+// is part of one image, else its images copied side by side into `folded`.
+static const float *dy_block(const conv2d *c, const geometry *g, const block *b, const float *dy,
+                             float *folded, int *ld)
 {
-    size_t cols_floats = g->pointwise && g->fold == 1 ? 0 : (size_t)g->rows * g->fold * g->map;
-    size_t folded_floats = g->fold > 1 ? (size_t)c->out_ch * g->fold * g->map : 0;
-    float *ws = workspace_get(cols_floats + folded_floats);
-    *cols = ws;
-    *folded = ws + cols_floats;
+    const float *dy0 = dy + (size_t)b->image * g->out_image;
+    if (b->nb == 1) {
+        *ld = g->map;
+        return dy0 + b->j0;
+    }
+    fold_in(b->nb, c->out_ch, g->map, dy0, folded);
+    *ld = block_width(b);
+    return folded;
+}
+
+// Each thread's part of the workspace: an im2col block (rows, cols) and a
+// (out_ch, cols) block for grouped outputs or output gradients.
+static size_t slot_floats(const conv2d *c, const geometry *g)
+{
+    return ((size_t)g->rows + (size_t)c->out_ch) * (size_t)g->cols;
 }
 
 void conv2d_forward(const conv2d *c, int n, int h, int w, const float *x, float *y)
 {
-    geometry g = geometry_of(c, n, h, w);
-    float *cols, *folded;
-    workspace_split(c, &g, &cols, &folded);
-    for (int n0 = 0; n0 < n; n0 += g.fold) {
-        int nb = n - n0 < g.fold ? n - n0 : g.fold;
-        int ncols = nb * g.map;
-        const float *x0 = x + n0 * g.in_image;
-        float *y0 = y + n0 * g.out_image;
-        const float *B = x0;
-        if (!(g.pointwise && nb == 1)) {
-            im2col(c, &g, nb, x0, cols);
-            B = cols;
+    const int threads = omp_get_max_threads();
+    geometry g = geometry_of(c, n, h, w, threads);
+    const size_t slot = slot_floats(c, &g);
+    float *ws = workspace_get(mul_size((size_t)threads, slot, "conv workspace"));
+#pragma omp parallel
+    {
+        float *cols = ws + (size_t)omp_get_thread_num() * slot;
+        float *folded = cols + (size_t)g.rows * g.cols;
+#pragma omp for schedule(static)
+        for (int t = 0; t < g.blocks; t++) {
+            block b = block_at(&g, n, t);
+            const int width = block_width(&b);
+            const float *x0 = x + (size_t)b.image * g.in_image;
+            float *y0 = y + (size_t)b.image * g.out_image;
+            const float *B = cols;
+            int ldb = width;
+            if (g.pointwise && b.nb == 1) {
+                B = x0 + b.j0;
+                ldb = g.map;
+            } else {
+                im2col_block(c, &g, &b, x, 0, g.rows, cols);
+            }
+            // Y (out_ch, width) = W (out_ch, rows) cols (rows, width)
+            if (b.nb == 1) {
+                gemm_f32(false, false, c->out_ch, width, g.rows, 1.0f, c->weight, g.rows, B, ldb,
+                         0.0f, y0 + b.j0, g.map);
+            } else {
+                gemm_f32(false, false, c->out_ch, width, g.rows, 1.0f, c->weight, g.rows, B, ldb,
+                         0.0f, folded, width);
+                fold_out(b.nb, c->out_ch, g.map, folded, y0, false);
+            }
         }
-        float *C = nb == 1 ? y0 : folded;
-        gemm_f32(false, false, c->out_ch, ncols, g.rows, 1.0f, c->weight, g.rows, B, ncols,
-                 0.0f, C, ncols);
-        if (nb > 1)
-            fold_to_images(nb, c->out_ch, g.map, folded, y0);
+    }
+}
+
+// weight_grad (out_ch, rows) += dwt (rows, out_ch) transposed, over rows
+// [r0, r1) and outputs [o0, o1), in tiles that keep both sides in cache.
+static void add_transposed(float *weight_grad, int rows, const float *dwt, int out_ch, int r0,
+                           int r1, int o0, int o1)
+{
+    enum { tile = 32 };
+    for (int ob = o0; ob < o1; ob += tile) {
+        const int oe = ob + tile < o1 ? ob + tile : o1;
+        for (int rb = r0; rb < r1; rb += tile) {
+            const int re = rb + tile < r1 ? rb + tile : r1;
+            for (int o = ob; o < oe; o++) {
+                float *wg = weight_grad + (size_t)o * rows;
+                for (int r = rb; r < re; r++)
+                    wg[r] += dwt[(size_t)r * out_ch + o];
+            }
+        }
+    }
+}
+
+// Adds dW into weight_grad.  dW^T (rows, out_ch) = the sum over blocks, in
+// order, of cols dY^T, in `dwt`.  The threads split it: by rows (each
+// builds its rows of every block's im2col matrix), or by columns when a 1x1
+// conv has more outputs than inputs (it needs no im2col, and each thread
+// then reads only its part of dY).  Every element of dW sums the same
+// products in the same order whatever the thread count, and each thread
+// adds its own part of dW.
+static void weight_grad_part(conv2d *c, const geometry *g, int n, const float *x,
+                             const float *dy, float *cols, float *folded, float *dwt)
+{
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const bool by_rows = !(g->pointwise && c->out_ch > g->rows);
+    const int extent = by_rows ? g->rows : c->out_ch;
+    const int lo = (int)((long)extent * t / nt), hi = (int)((long)extent * (t + 1) / nt);
+    if (lo == hi)
+        return;
+    const int r0 = by_rows ? lo : 0, r1 = by_rows ? hi : g->rows;
+    const int o0 = by_rows ? 0 : lo, o1 = by_rows ? c->out_ch : hi;
+    for (int i = 0; i < g->blocks; i++) {
+        block b = block_at(g, n, i);
+        const int width = block_width(&b);
+        int ldd;
+        const float *D = dy_block(c, g, &b, dy, folded, &ldd);
+        const float *A = cols;
+        int lda = width;
+        if (g->pointwise && b.nb == 1) {
+            A = x + (size_t)b.image * g->in_image + (size_t)r0 * g->map + b.j0;
+            lda = g->map;
+        } else {
+            im2col_block(c, g, &b, x, r0, r1, cols);
+        }
+        gemm_f32(false, true, r1 - r0, o1 - o0, width, 1.0f, A, lda, D + (size_t)o0 * ldd, ldd,
+                 i == 0 ? 0.0f : 1.0f, dwt + (size_t)r0 * c->out_ch + o0, c->out_ch);
+    }
+    add_transposed(c->weight_grad, g->rows, dwt, c->out_ch, r0, r1, o0, o1);
+}
+
+// dx for the blocks of task t: one image (all its parts) when maps are
+// split, else one block of whole images; so the adds into an image never
+// race.  dcols (rows, width) = W^T dY, then col2im (a 1x1 stride-1 conv's
+// dcols is dx itself).
+static void input_grad_task(const conv2d *c, const geometry *g, int n, int t, const float *dy,
+                            float *dx, bool accumulate, float *cols, float *folded)
+{
+    const int first = g->parts > 1 ? t * g->parts : t, count = g->parts > 1 ? g->parts : 1;
+    for (int i = first; i < first + count; i++) {
+        block b = block_at(g, n, i);
+        const int width = block_width(&b);
+        float *dx0 = dx + (size_t)b.image * g->in_image;
+        int ldd;
+        const float *D = dy_block(c, g, &b, dy, folded, &ldd);
+        if (g->pointwise && b.nb == 1) {
+            gemm_f32(true, false, g->rows, width, c->out_ch, 1.0f, c->weight, g->rows, D, ldd,
+                     accumulate ? 1.0f : 0.0f, dx0 + b.j0, g->map);
+            continue;
+        }
+        gemm_f32(true, false, g->rows, width, c->out_ch, 1.0f, c->weight, g->rows, D, ldd, 0.0f,
+                 cols, width);
+        if (g->pointwise) {
+            fold_out(b.nb, c->in_ch, g->map, cols, dx0, accumulate);
+            continue;
+        }
+        if (!accumulate && i == first)
+            memset(dx0, 0, (size_t)b.nb * g->in_image * sizeof(float));
+        col2im_block(c, g, &b, cols, dx);
     }
 }
 
 void conv2d_backward(conv2d *c, int n, int h, int w, const float *x, const float *dy,
                      float *dx, bool accumulate_dx)
 {
-    geometry g = geometry_of(c, n, h, w);
-    float *cols, *folded;
-    workspace_split(c, &g, &cols, &folded);
-    for (int n0 = 0; n0 < n; n0 += g.fold) {
-        int nb = n - n0 < g.fold ? n - n0 : g.fold;
-        int ncols = nb * g.map;
-        const float *x0 = x + n0 * g.in_image;
-        const float *dy0 = dy + n0 * g.out_image;
-        bool direct_input = g.pointwise && nb == 1;
-        const float *B = x0;
-        if (!direct_input) {
-            im2col(c, &g, nb, x0, cols);
-            B = cols;
-        }
-        const float *D = dy0;
-        if (nb > 1) {
-            images_to_fold(nb, c->out_ch, g.map, dy0, folded);
-            D = folded;
-        }
-        // dW (out_ch, rows) += dY (out_ch, ncols) cols^T
-        gemm_f32(false, true, c->out_ch, g.rows, ncols, 1.0f, D, ncols, B, ncols, 1.0f,
-                 c->weight_grad, g.rows);
-        if (!dx)
-            continue;
-        float *dx0 = dx + n0 * g.in_image;
-        // dcols (rows, ncols) = W^T dY.  The im2col matrix was only needed
-        // for dW above, so dcols takes its place.
-        if (direct_input) {
-            gemm_f32(true, false, g.rows, ncols, c->out_ch, 1.0f, c->weight, g.rows, D, ncols,
-                     accumulate_dx ? 1.0f : 0.0f, dx0, ncols);
-        } else {
-            gemm_f32(true, false, g.rows, ncols, c->out_ch, 1.0f, c->weight, g.rows, D, ncols,
-                     0.0f, cols, ncols);
-            col2im(c, &g, nb, cols, dx0, accumulate_dx);
+    const int threads = omp_get_max_threads();
+    // gw's blocks are at least as wide as gx's: its slot holds either.
+    geometry gw = geometry_of(c, n, h, w, 1), gx = geometry_of(c, n, h, w, threads);
+    const size_t slot = slot_floats(c, &gw), wsize = (size_t)gw.rows * c->out_ch;
+    float *ws = workspace_get(add_size(mul_size((size_t)threads, slot, "conv workspace"), wsize,
+                                       "conv workspace"));
+    float *dwt = ws + (size_t)threads * slot;
+    const int tasks = gx.parts > 1 ? n : gx.blocks;
+#pragma omp parallel
+    {
+        float *cols = ws + (size_t)omp_get_thread_num() * slot;
+        float *folded = cols + (size_t)gw.rows * gw.cols;
+        weight_grad_part(c, &gw, n, x, dy, cols, folded, dwt);
+        if (dx) {
+#pragma omp for schedule(static)
+            for (int t = 0; t < tasks; t++)
+                input_grad_task(c, &gx, n, t, dy, dx, accumulate_dx, cols, folded);
         }
     }
 }

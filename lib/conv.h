@@ -2,16 +2,20 @@
 // norm, which has the shift), NCHW, square kernel, any size, stride and
 // padding.
 //
-// Forward and backward run as GEMMs over im2col matrices.  Several images
-// are folded into one GEMM when the output maps are small (a 7x7 map alone
-// gives a GEMM 49 columns wide, which BLIS runs at half speed), so that each
-// GEMM has a few thousand columns.  A 1x1 stride-1 convolution on one image
-// at a time multiplies the input directly, with no im2col copy.
+// Forward and backward run as GEMMs over blocks of im2col columns, each
+// block small enough to stay in cache while it is built and multiplied:
+// part of one image's output map, or several whole images when the maps
+// are small.  The threads take whole blocks, each with single-threaded
+// BLIS; the weight gradient, a sum over blocks, is split by rows or
+// columns instead, so that its summation order (and every byte) does not
+// depend on the thread count.  A 1x1 stride-1 convolution multiplies the
+// input directly, with no im2col copy.
 //
-// Workspace: a module-level buffer that grows to the largest size asked for
-// and is shared by every conv2d in the process; conv_workspace_release()
-// frees it.  So calls into this module must not run concurrently (each
-// call is itself parallel).
+// Workspace: a module-level buffer (a block per thread and the transposed
+// weight gradient) that grows to the largest size asked for and is shared
+// by every conv2d in the process; conv_workspace_release() frees it.  So
+// calls into this module must not run concurrently (each call is itself
+// parallel).
 #ifndef MEDSSL_CONV_H
 #define MEDSSL_CONV_H
 

@@ -220,12 +220,24 @@ TEST(conv_1x1_s1) { run_conv_case("conv 1x1 s1", 3, 5, 4, 6, 3, 1, 1, 0); }
 TEST(conv_1x1_s2) { run_conv_case("conv 1x1 s2", 2, 4, 7, 8, 6, 1, 2, 0); }
 TEST(conv_7x7_s2_p3) { run_conv_case("conv 7x7 s2 p3", 2, 3, 13, 11, 4, 7, 2, 3); }
 TEST(conv_5x5_s3_p2_odd) { run_conv_case("conv 5x5 s3 p2", 2, 2, 10, 14, 3, 5, 3, 2); }
-// One image per GEMM (maps of 2000 pixels): the 1x1 conv multiplies the
-// input directly, the 3x3 writes into the output directly.
+// How conv2d blocks the im2col columns (2 threads here).  Maps of 2000
+// pixels: one image per block; the 1x1 conv multiplies the input directly,
+// the 3x3 writes into the output directly.
 TEST(conv_1x1_s1_direct) { run_conv_case("conv 1x1 s1 direct", 2, 3, 40, 50, 4, 1, 1, 0); }
 TEST(conv_3x3_one_image_per_gemm) { run_conv_case("conv 3x3 per image", 2, 2, 40, 50, 3, 3, 1, 1); }
-// 1000-pixel maps: 3 images per GEMM, so batch 4 ends with a partial group.
+// 1000-pixel maps: 2 images per block.
 TEST(conv_3x3_partial_fold) { run_conv_case("conv 3x3 partial fold", 4, 2, 25, 40, 3, 3, 1, 1); }
+// 5 images of 100 pixels in 2 blocks of 2 and 3.
+TEST(conv_3x3_uneven_groups) { run_conv_case("conv 3x3 uneven groups", 5, 2, 10, 10, 3, 3, 1, 1); }
+// Maps over 4096 pixels are split into blocks, here in the middle of an
+// output row (4899 pixels, 71 wide), with stride 1 and 2.
+TEST(conv_3x3_split_map) { run_conv_case("conv 3x3 split map", 2, 2, 69, 71, 3, 3, 1, 1); }
+TEST(conv_3x3_s2_split_map) { run_conv_case("conv 3x3 s2 split map", 2, 2, 137, 141, 3, 3, 2, 1); }
+// A 1x1 conv with more outputs than inputs splits the weight gradient
+// between the threads by output channel: on a split map, and on grouped
+// small maps (no im2col, dx added through the grouped layout).
+TEST(conv_1x1_split_map_more_outputs) { run_conv_case("conv 1x1 split map", 2, 3, 65, 65, 4, 1, 1, 0); }
+TEST(conv_1x1_grouped_more_outputs) { run_conv_case("conv 1x1 grouped", 3, 2, 8, 8, 6, 1, 1, 0); }
 
 // ---- batch norm ---------------------------------------------------------
 
@@ -722,6 +734,57 @@ TEST(same_bytes_with_1_and_2_threads)
     free(A), free(B), free(C1), free(C2);
 }
 
+// Forward and backward of one conv on `threads` threads; returns y, dx
+// and dW concatenated.
+static float *run_conv_threads(int threads, int n, int ci, int h, int w, int co, int k, int s,
+                               int p, size_t *len)
+{
+    blas_set_threads(threads);
+    rng_state = 777;
+    conv2d c;
+    conv2d_init(&c, ci, co, k, s, p);
+    const int oh = conv2d_out_size(&c, h), ow = conv2d_out_size(&c, w);
+    size_t nx = (size_t)n * ci * h * w, ny = (size_t)n * co * oh * ow, nw = (size_t)co * ci * k * k;
+    float *wt = random_f32(nw, -1, 1), *x = random_f32(nx, -1, 1), *dy = random_f32(ny, -1, 1);
+    memcpy(c.weight, wt, nw * sizeof(float));
+    *len = ny + nx + nw;
+    float *all = xmalloc(*len * sizeof(float));
+    conv2d_forward(&c, n, h, w, x, all);
+    conv2d_backward(&c, n, h, w, x, dy, all + ny, false);
+    memcpy(all + ny + nx, c.weight_grad, nw * sizeof(float));
+    conv2d_free(&c);
+    free(wt), free(x), free(dy);
+    return all;
+}
+
+// Every way conv2d splits its work: maps split into blocks, images grouped
+// (evenly and not), 1x1 with the weight gradient split by rows or by
+// outputs, a sum over many blocks (dW), on 1, 2 and 3 threads.
+TEST(conv_same_bytes_with_1_2_3_threads)
+{
+    static const int shapes[][8] = {
+        // n, ci, h, w, co, k, s, p
+        {2, 2, 69, 71, 3, 3, 1, 1},  {2, 2, 137, 141, 3, 3, 2, 1}, {5, 3, 10, 10, 4, 3, 1, 1},
+        {7, 4, 9, 9, 32, 1, 1, 0},   {3, 32, 9, 9, 4, 1, 1, 0},    {2, 3, 65, 65, 8, 1, 1, 0},
+        {6, 16, 30, 30, 8, 3, 1, 1}, {4, 3, 40, 40, 5, 7, 2, 3},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int *a = shapes[i];
+        size_t len[3];
+        float *out[3];
+        for (int t = 0; t < 3; t++)
+            out[t] = run_conv_threads(t + 1, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7],
+                                      &len[t]);
+        for (int t = 1; t < 3; t++)
+            EXPECT_MSG(len[t] == len[0] && memcmp(out[0], out[t], len[0] * sizeof(float)) == 0,
+                       "conv n %d, %d -> %d, %dx%d, k %d s %d: %d threads differ from 1", a[0],
+                       a[1], a[4], a[2], a[3], a[5], a[6], t + 1);
+        for (int t = 0; t < 3; t++)
+            free(out[t]);
+    }
+    blas_set_threads(2);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -736,6 +799,12 @@ int main(int argc, char **argv)
     RUN(conv_1x1_s1_direct);
     RUN(conv_3x3_one_image_per_gemm);
     RUN(conv_3x3_partial_fold);
+    RUN(conv_3x3_uneven_groups);
+    RUN(conv_3x3_split_map);
+    RUN(conv_3x3_s2_split_map);
+    RUN(conv_1x1_split_map_more_outputs);
+    RUN(conv_1x1_grouped_more_outputs);
+    RUN(conv_same_bytes_with_1_2_3_threads);
     RUN(bn2d_train);
     RUN(bn2d_eval);
     RUN(bn2d_train_relu);
