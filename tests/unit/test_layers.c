@@ -386,6 +386,35 @@ TEST(bn1d_train_relu) { run_bn_case("bn1d train relu", 9, 7, 1, true, false, tru
 TEST(bn1d_eval) { run_bn_case("bn1d eval", 4, 5, 1, false, false, false); }
 
 // Two training steps: the running statistics compound with momentum 0.1.
+// The variance comes from one pass of shifted sums: a channel whose mean is
+// 17000 standard deviations from 0, and whose first value (the shift) is 9
+// deviations off the mean, keeps its mean, variance and output to float
+// precision.
+TEST(bn_large_mean_small_spread)
+{
+    const int n = 3, hw = 500;
+    batchnorm bn;
+    batchnorm_init(&bn, 1);
+    float *x = random_f32((size_t)n * hw, -1, 1), *y = xmalloc((size_t)n * hw * sizeof(float));
+    for (int i = 0; i < n * hw; i++)
+        x[i] = 1000.0f + 0.1f * x[i];
+    x[0] = 1000.5f;
+    double mean = 0, var = 0;
+    for (int i = 0; i < n * hw; i++)
+        mean += x[i];
+    mean /= n * hw;
+    for (int i = 0; i < n * hw; i++)
+        var += (x[i] - mean) * (x[i] - mean);
+    var /= n * hw;
+    batchnorm_forward(&bn, true, n, hw, x, NULL, false, y);
+    EXPECT_CLOSE(bn.batch_mean[0], mean, 6.2e-5, 0);  // an ulp of 1000 in f32
+    EXPECT_CLOSE(1.0 / ((double)bn.batch_invstd[0] * bn.batch_invstd[0]), var + 1e-5, 0, 1e-5);
+    for (int i = 0; i < n * hw; i++)
+        EXPECT_CLOSE(y[i], (x[i] - mean) / sqrt(var + 1e-5), 2e-3, 0);
+    batchnorm_free(&bn);
+    free(x), free(y);
+}
+
 TEST(bn_running_stats_two_steps)
 {
     batchnorm bn;
@@ -815,6 +844,7 @@ int main(int argc, char **argv)
     RUN(bn1d_train_relu);
     RUN(bn1d_eval);
     RUN(bn_running_stats_two_steps);
+    RUN(bn_large_mean_small_spread);
     RUN(maxpool_3x3_s2_p1);
     RUN(maxpool_2x2_s2);
     RUN(maxpool_3x3_s1_p1);
