@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sched.h>
 #include <sys/stat.h>
 #include <signal.h>
@@ -108,6 +109,15 @@ void util_init(const char *argv0)
     catch_signal(SIGTERM, on_terminate);
     catch_signal(SIGHUP, on_terminate);
     atexit(remove_temps);
+    // Freed memory stays with the process for the next image or batch:
+    // glibc hands a freed block over 128 KiB back to the kernel (munmap, or
+    // by trimming the heap), and the next one of the same size then faults
+    // its pages in again, zero-filled.  On this project's virtual machines
+    // page faults are dear: case-pack spent 40% of its time in the kernel
+    // (300 photos on 2 threads: 1.2 s, 0.5 s with these settings).  Blocks
+    // over 32 MiB (activations, workspaces) are still mapped on their own.
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
 }
 
 const char *util_progname(void) { return progname; }

@@ -29,7 +29,10 @@ awk -v a="$a0" -v b="$a1" 'BEGIN { exit !(b > 1.5 * a) }' && pass "positive-pair
     || fail "pos-acc rises" "$a0 -> $a1"
 
 pair-sample -q -m single --split test --no-shuffle p.pack | augment -q --eval --size 16 > test.mts
-pair-sample -q -m single -e 6 --seed 2 p.pack | augment -q --seed 3 --size 16 \
+# 12 epochs: after 6, top-1 over pretraining seeds 1-4 ranged from 0.21 to
+# 0.56 (a rounding-level change in the weight gradient's summation order
+# moved seed 1 from 0.54 to 0.48); after 12, from 0.60 to 0.75.
+pair-sample -q -m single -e 12 --seed 2 p.pack | augment -q --seed 3 --size 16 \
     | finetune -q --init pre.ckpt --batch 32 --lr 0.5 -o ft.ckpt
 acc=$(embed -q --ckpt ft.ckpt test.mts | auc | awk '/top-1 accuracy/ { print $3 }')
 awk -v a="$acc" 'BEGIN { exit !(a >= 0.5) }' && pass "fine-tuning beats chance (top-1 $acc, chance 0.25)" \
