@@ -61,25 +61,25 @@ else
     aug_args=() photos=300 auc_n=1000000 stream_n=2000 e2e_n=2048 e2e_batch=128 reps=3
 fi
 
-# Why a row was below 1 when last analysed (2026-11-22, on this machine under
+# Why a row was below 1 when last analysed (2026-12-01, on this machine under
 # others' load), shown with its profile when it still is: the profile is
 # measured afresh, the analysis is not.
-step_reason="Convolutions are im2col + SGEMM with M = output channels, so BLIS packs the whole
-im2col matrix and each packed value feeds only M multiply-adds: at 32x32 (2c), one thread, forward
-+ backward per conv, ours runs at 62 GFLOP/s at 32 channels, 77-80 at 64, 89-92 at 128, 92-103 at
-256, PyTorch's oneDNN direct convolutions at 71-75, 141-157, 165-179, 174-193 (a 2048^3 SGEMM:
-168).  Around the GEMMs, im2col, col2im, the copies between the GEMM's folded layout and NCHW
-(memmove) and batch norm take about a third of the time at 32x32 and a fifth at 224.  Fixed on
-2026-11-22: BLIS's OpenMP build synchronises its threads with its own spin barrier, which ignores
-OMP_WAIT_POLICY and, beside another busy process, spun through up to 78% of the samples; gemm_f32
-now runs BLIS single-threaded inside an OpenMP split of C (2a beside a busy process: 1.98 -> 7.76
-images/s); and max pooling's window search, 7% of 2a, is 2.3x (forward) and 1.3x (backward)
-faster."
-casepack_reason="Since 2026-11-22 case-pack decodes JPEG through libjpeg-turbo at a DCT scale of M/8 (3/8 for
-800x600 -> 224, where PIL's draft takes 1/2) and resizes with its own antialiased filter; before,
-libvips's thumbnail decoded these photos at full size (it keeps a factor of 2 for its own resize)
-and spent 20-30% on per-image pipeline set-up, 2.8 times PIL's time.  What is left is libjpeg's
-entropy decoding and IDCT, which PIL runs too."
+step_reason="Convolutions are im2col + SGEMM.  Since 2026-12-01 conv2d builds and multiplies the im2col
+matrix in blocks of about 1.5 MB that stay in cache (part of one image's map, or several small images),
+a block per thread; per layer at batch 16 on 2 threads, ResNet-50's convolutions went 1.05-1.4x faster
+where the maps are 28x28 or larger (the 7x7 stem 1.4x forward, 1.25x backward) and 0.9-1.0x at 7x7,
+where the weights, packed again for every block, outweigh the images.  Batch norm's statistics take
+one pass (forward 1.3-1.65x).  What is left is the GEMMs themselves (about half of a ResNet-50 step in
+BLIS) and the copies around them (im2col, col2im, batch norm, about a fifth).  Earlier (2026-11-22):
+gemm_f32 runs BLIS single-threaded inside an OpenMP split of C (BLIS's own spin barrier ignores
+OMP_WAIT_POLICY: 2a beside a busy process went from 1.98 to 7.76 images/s); max pooling's window search
+is 2.3x (forward) and 1.3x (backward) faster."
+casepack_reason="case-pack decodes JPEG through libjpeg-turbo at a DCT scale of M/8 (3/8 for 800x600 -> 224,
+where PIL's draft takes 1/2) and resizes with its own antialiased filter.  Since 2026-12-01 freed
+memory stays with the process (util_init's mallopt): glibc had handed every image's buffers back to the
+kernel, and page faults on this virtual machine cost case-pack 40% of its time (2 threads, 300 photos:
+0.9 s -> 0.42 s).  What is left is libjpeg's entropy decoding and IDCT, which PIL runs too, and 0.07 s
+of start-up (loading libvips's 100 shared libraries and VIPS_INIT)."
 unanalysed="Not analysed: this row was above 1 when the benchmarks were written."
 e2e_reason="Since 2026-11-22 pipelines/simclr.sh gives ntxent-step every core (augment costs a few
 per cent of a step; rows 8 show the pipeline within a few per cent of ntxent-step alone), so this
