@@ -77,10 +77,8 @@ int conv2d_out_size(const conv2d *c, int in)
     return (in + 2 * c->pad - c->kernel) / c->stride + 1;
 }
 
-// Everything about one call that follows from the layer and the input size.
-// The blocks depend only on these shapes, never on the thread count: the
-// weight gradient sums over the blocks in their order, so its bytes are
-// fixed by them.
+// Everything about one call that follows from the layer, the input size
+// and (for the forward pass and dx only) the thread count.
 typedef struct {
     int h, w, oh, ow;
     int rows;           // in_ch * kernel^2: rows of the im2col matrix, the forward GEMM's K
@@ -89,7 +87,7 @@ typedef struct {
     size_t out_image;   // floats per output image
     bool pointwise;     // 1x1, stride 1, no padding: an image is its own im2col matrix
     int parts;          // blocks per image (> 1 when a map is split)
-    int group;          // images per block (> 1 when small maps are grouped)
+    int group;          // most images in a block (> 1 when small maps are grouped)
     int blocks;         // blocks in the batch
     int cols;           // columns in the widest block
 } geometry;
@@ -101,11 +99,13 @@ typedef struct {
 
 static int block_width(const block *b) { return b->nb * (b->j1 - b->j0); }
 
-// `threads` > 1 caps the images per block so that the blocks spread over
-// that many threads (16 images in 3 blocks would leave one of 2 threads
-// idle a third of the time).  The forward pass and dx may depend on it: a
-// block is a set of GEMM columns, and a column's result does not depend on
-// its neighbours.  The weight gradient sums over blocks and asks for 1.
+// `threads` > 1 makes the number of grouped blocks a multiple of it, the
+// images spread evenly (16 images in blocks of 7, 7 and 2 would leave one
+// of 2 threads idle a third of the time).  The forward pass and dx may
+// depend on it: a block is a set of GEMM columns, and a column's result
+// does not depend on its neighbours.  The weight gradient sums over the
+// blocks in their order, so it asks for 1: its blocks, and so its bytes,
+// follow from the shapes alone.
 static geometry geometry_of(const conv2d *c, int n, int h, int w, int threads)
 {
     geometry g;
