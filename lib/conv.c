@@ -21,6 +21,9 @@
 // 0.9-1.0x at 7x7, where the weights outweigh the images.
 static const size_t block_floats = (size_t)384 << 10;
 enum { block_cols_min = 768, block_cols_max = 4096 };
+// The threads' blocks together stay under 64 Mi floats (256 MB) however
+// many threads there are: a machine with many cores gets narrower blocks.
+static const size_t slot_budget = (size_t)64 << 20;
 
 static float *workspace;
 static size_t workspace_floats;
@@ -101,7 +104,8 @@ static int block_width(const block *b) { return b->nb * (b->j1 - b->j0); }
 
 // `threads` > 1 makes the number of grouped blocks a multiple of it, the
 // images spread evenly (16 images in blocks of 7, 7 and 2 would leave one
-// of 2 threads idle a third of the time).  The forward pass and dx may
+// of 2 threads idle a third of the time), and keeps that many blocks
+// within slot_budget.  The forward pass and dx may
 // depend on it: a block is a set of GEMM columns, and a column's result
 // does not depend on its neighbours.  The weight gradient sums over the
 // blocks in their order, so it asks for 1: its blocks, and so its bytes,
@@ -126,6 +130,11 @@ static geometry geometry_of(const conv2d *c, int n, int h, int w, int threads)
         target = block_cols_min;
     if (target > block_cols_max)
         target = block_cols_max;
+    if (threads > 1) {
+        size_t cap = slot_budget / ((size_t)threads * ((size_t)g.rows + (size_t)c->out_ch));
+        if (target > cap)
+            target = cap > 0 ? cap : 1;
+    }
     g.parts = g.group = 1;
     if ((size_t)g.map > target) {
         g.parts = (int)(((size_t)g.map + target - 1) / target);
@@ -303,7 +312,7 @@ static void fold_out(int nb, int channels, int map, const float *folded, float *
 }
 
 // A block of dY (out_ch, width): the output gradient itself when the block
-// is part of one image, else its images copied side by side into `folded`.
+// is part of one image, else its images side by side, copied into `folded`.
 static const float *dy_block(const conv2d *c, const geometry *g, const block *b, const float *dy,
                              float *folded, int *ld)
 {
@@ -317,8 +326,8 @@ static const float *dy_block(const conv2d *c, const geometry *g, const block *b,
     return folded;
 }
 
-// Each thread's part of the workspace: an im2col block (rows, cols) and a
-// (out_ch, cols) block for grouped outputs or output gradients.
+// Each thread's part of the forward pass's workspace: an im2col block
+// (rows, cols) and a (out_ch, cols) block for grouped outputs.
 static size_t slot_floats(const conv2d *c, const geometry *g)
 {
     return ((size_t)g->rows + (size_t)c->out_ch) * (size_t)g->cols;
@@ -330,7 +339,7 @@ void conv2d_forward(const conv2d *c, int n, int h, int w, const float *x, float 
     geometry g = geometry_of(c, n, h, w, threads);
     const size_t slot = slot_floats(c, &g);
     float *ws = workspace_get(mul_size((size_t)threads, slot, "conv workspace"));
-#pragma omp parallel
+#pragma omp parallel num_threads(threads)
     {
         float *cols = ws + (size_t)omp_get_thread_num() * slot;
         float *folded = cols + (size_t)g.rows * g.cols;
@@ -380,41 +389,68 @@ static void add_transposed(float *weight_grad, int rows, const float *dwt, int o
     }
 }
 
-// Adds dW into weight_grad.  dW^T (rows, out_ch) = the sum over blocks, in
-// order, of cols dY^T, in `dwt`.  The threads split it: by rows (each
-// builds its rows of every block's im2col matrix), or by columns when a 1x1
-// conv has more outputs than inputs (it needs no im2col, and each thread
-// then reads only its part of dY).  Every element of dW sums the same
-// products in the same order whatever the thread count, and each thread
-// adds its own part of dW.
-static void weight_grad_part(conv2d *c, const geometry *g, int n, const float *x,
-                             const float *dy, float *cols, float *folded, float *dwt)
+// Whether the threads split dW^T by rows (each builds its rows of every
+// block's im2col matrix) or, for a 1x1 conv with more outputs than inputs
+// (no im2col to share out), by columns, each thread reading only its part
+// of dY.
+static bool weight_grad_by_rows(const conv2d *c, const geometry *g)
 {
-    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const bool by_rows = !(g->pointwise && c->out_ch > g->rows);
+    return !(g->pointwise && c->out_ch > g->rows);
+}
+
+// Adds dW into weight_grad.  dW^T (rows, out_ch) = the sum over blocks, in
+// order, of cols dY^T, in `dwt`; the threads split it as
+// weight_grad_by_rows says.  Every element of dW sums the same products in
+// the same order whatever the thread count, and each thread adds its own
+// part of dW.  dy_folded: the grouped blocks' dY, each (out_ch, width) at
+// its first image's place (fold_dy).
+static void weight_grad_part(conv2d *c, const geometry *g, int n, int parts, const float *x,
+                             const float *dy, const float *dy_folded, float *cols, float *dwt)
+{
+    const bool by_rows = weight_grad_by_rows(c, g);
     const int extent = by_rows ? g->rows : c->out_ch;
-    const int lo = (int)((long)extent * t / nt), hi = (int)((long)extent * (t + 1) / nt);
-    if (lo == hi)
-        return;
-    const int r0 = by_rows ? lo : 0, r1 = by_rows ? hi : g->rows;
-    const int o0 = by_rows ? 0 : lo, o1 = by_rows ? c->out_ch : hi;
+    // Part p of `parts` (the workspace is sized for that many), whatever
+    // number of threads the region got.
+    for (int p = omp_get_thread_num(); p < parts; p += omp_get_num_threads()) {
+        const int lo = (int)((long)extent * p / parts), hi = (int)((long)extent * (p + 1) / parts);
+        if (lo == hi)
+            continue;
+        const int r0 = by_rows ? lo : 0, r1 = by_rows ? hi : g->rows;
+        const int o0 = by_rows ? 0 : lo, o1 = by_rows ? c->out_ch : hi;
+        for (int i = 0; i < g->blocks; i++) {
+            block b = block_at(g, n, i);
+            const int width = block_width(&b);
+            const float *D = dy + (size_t)b.image * g->out_image + b.j0;
+            int ldd = g->map;
+            if (b.nb > 1) {
+                D = dy_folded + (size_t)b.image * g->out_image;
+                ldd = width;
+            }
+            const float *A = cols;
+            int lda = width;
+            if (g->pointwise && b.nb == 1) {
+                A = x + (size_t)b.image * g->in_image + (size_t)r0 * g->map + b.j0;
+                lda = g->map;
+            } else {
+                im2col_block(c, g, &b, x, r0, r1, cols);
+            }
+            gemm_f32(false, true, r1 - r0, o1 - o0, width, 1.0f, A, lda, D + (size_t)o0 * ldd,
+                     ldd, i == 0 ? 0.0f : 1.0f, dwt + (size_t)r0 * c->out_ch + o0, c->out_ch);
+        }
+        add_transposed(c->weight_grad, g->rows, dwt, c->out_ch, r0, r1, o0, o1);
+    }
+}
+
+// Copies the dY of every grouped block once, for all threads' weight
+// gradients (called by every thread of the region).
+static void fold_dy(const conv2d *c, const geometry *g, int n, const float *dy, float *dy_folded)
+{
+#pragma omp for schedule(static)
     for (int i = 0; i < g->blocks; i++) {
         block b = block_at(g, n, i);
-        const int width = block_width(&b);
-        int ldd;
-        const float *D = dy_block(c, g, &b, dy, folded, &ldd);
-        const float *A = cols;
-        int lda = width;
-        if (g->pointwise && b.nb == 1) {
-            A = x + (size_t)b.image * g->in_image + (size_t)r0 * g->map + b.j0;
-            lda = g->map;
-        } else {
-            im2col_block(c, g, &b, x, r0, r1, cols);
-        }
-        gemm_f32(false, true, r1 - r0, o1 - o0, width, 1.0f, A, lda, D + (size_t)o0 * ldd, ldd,
-                 i == 0 ? 0.0f : 1.0f, dwt + (size_t)r0 * c->out_ch + o0, c->out_ch);
+        fold_in(b.nb, c->out_ch, g->map, dy + (size_t)b.image * g->out_image,
+                dy_folded + (size_t)b.image * g->out_image);
     }
-    add_transposed(c->weight_grad, g->rows, dwt, c->out_ch, r0, r1, o0, o1);
 }
 
 // dx for the blocks of task t: one image (all its parts) when maps are
@@ -452,18 +488,30 @@ void conv2d_backward(conv2d *c, int n, int h, int w, const float *x, const float
                      float *dx, bool accumulate_dx)
 {
     const int threads = omp_get_max_threads();
-    // gw's blocks are at least as wide as gx's: its slot holds either.
     geometry gw = geometry_of(c, n, h, w, 1), gx = geometry_of(c, n, h, w, threads);
-    const size_t slot = slot_floats(c, &gw), wsize = (size_t)gw.rows * c->out_ch;
-    float *ws = workspace_get(add_size(mul_size((size_t)threads, slot, "conv workspace"), wsize,
-                                       "conv workspace"));
-    float *dwt = ws + (size_t)threads * slot;
+    // Each thread's part: an im2col block for dx (rows, gx.cols) or its rows
+    // of one for dW, then a (out_ch, gx.cols) block of grouped dY for dx.
+    // Shared: dW^T, and the grouped blocks' dY for dW (the size of dY).
+    const bool by_rows = weight_grad_by_rows(c, &gw);
+    const size_t dw_rows = by_rows ? ((size_t)gw.rows + threads - 1) / threads : (size_t)gw.rows;
+    size_t cols_floats = (size_t)gw.rows * gx.cols;
+    if (cols_floats < dw_rows * gw.cols)
+        cols_floats = dw_rows * gw.cols;
+    const size_t slot = cols_floats + (size_t)c->out_ch * gx.cols;
+    const size_t dwt_floats = (size_t)gw.rows * c->out_ch;
+    const size_t folded_floats = gw.parts == 1 && gw.group > 1 ? (size_t)n * gw.out_image : 0;
+    float *ws = workspace_get(add_size(add_size(mul_size((size_t)threads, slot, "conv workspace"),
+                                                dwt_floats, "conv workspace"),
+                                       folded_floats, "conv workspace"));
+    float *dwt = ws + (size_t)threads * slot, *dy_folded = dwt + dwt_floats;
     const int tasks = gx.parts > 1 ? n : gx.blocks;
-#pragma omp parallel
+#pragma omp parallel num_threads(threads)
     {
         float *cols = ws + (size_t)omp_get_thread_num() * slot;
-        float *folded = cols + (size_t)gw.rows * gw.cols;
-        weight_grad_part(c, &gw, n, x, dy, cols, folded, dwt);
+        float *folded = cols + cols_floats;
+        if (folded_floats)
+            fold_dy(c, &gw, n, dy, dy_folded);
+        weight_grad_part(c, &gw, n, threads, x, dy, dy_folded, cols, dwt);
         if (dx) {
 #pragma omp for schedule(static)
             for (int t = 0; t < tasks; t++)

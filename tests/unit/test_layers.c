@@ -788,8 +788,9 @@ static float *run_conv_threads(int threads, int n, int ci, int h, int w, int co,
 
 // Every way conv2d splits its work: maps split into blocks, images grouped
 // (evenly and not), 1x1 with the weight gradient split by rows or by
-// outputs, a sum over many blocks (dW), on 1, 2 and 3 threads.
-TEST(conv_same_bytes_with_1_2_3_threads)
+// outputs, a sum over many blocks (dW), on 1, 2, 3 and 7 threads (more
+// threads than a 1x1 conv has input channels: some get no rows).
+TEST(conv_same_bytes_with_1_2_3_7_threads)
 {
     static const int shapes[][8] = {
         // n, ci, h, w, co, k, s, p
@@ -797,18 +798,20 @@ TEST(conv_same_bytes_with_1_2_3_threads)
         {7, 4, 9, 9, 32, 1, 1, 0},   {3, 32, 9, 9, 4, 1, 1, 0},    {2, 3, 65, 65, 8, 1, 1, 0},
         {6, 16, 30, 30, 8, 3, 1, 1}, {4, 3, 40, 40, 5, 7, 2, 3},
     };
+    static const int thread_counts[] = {1, 2, 3, 7};
+    enum { counts = sizeof thread_counts / sizeof thread_counts[0] };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int *a = shapes[i];
-        size_t len[3];
-        float *out[3];
-        for (int t = 0; t < 3; t++)
-            out[t] = run_conv_threads(t + 1, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7],
-                                      &len[t]);
-        for (int t = 1; t < 3; t++)
+        size_t len[counts];
+        float *out[counts];
+        for (int t = 0; t < counts; t++)
+            out[t] = run_conv_threads(thread_counts[t], a[0], a[1], a[2], a[3], a[4], a[5], a[6],
+                                      a[7], &len[t]);
+        for (int t = 1; t < counts; t++)
             EXPECT_MSG(len[t] == len[0] && memcmp(out[0], out[t], len[0] * sizeof(float)) == 0,
                        "conv n %d, %d -> %d, %dx%d, k %d s %d: %d threads differ from 1", a[0],
-                       a[1], a[4], a[2], a[3], a[5], a[6], t + 1);
-        for (int t = 0; t < 3; t++)
+                       a[1], a[4], a[2], a[3], a[5], a[6], thread_counts[t]);
+        for (int t = 0; t < counts; t++)
             free(out[t]);
     }
     blas_set_threads(2);
@@ -833,7 +836,7 @@ int main(int argc, char **argv)
     RUN(conv_3x3_s2_split_map);
     RUN(conv_1x1_split_map_more_outputs);
     RUN(conv_1x1_grouped_more_outputs);
-    RUN(conv_same_bytes_with_1_2_3_threads);
+    RUN(conv_same_bytes_with_1_2_3_7_threads);
     RUN(bn2d_train);
     RUN(bn2d_eval);
     RUN(bn2d_train_relu);
