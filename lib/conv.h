@@ -11,9 +11,11 @@
 // depend on the thread count.  A 1x1 stride-1 convolution multiplies the
 // input directly, with no im2col copy.
 //
-// Workspace: a module-level buffer (a block per thread and the transposed
-// weight gradient) that grows to the largest size asked for and is shared
-// by every conv2d in the process; conv_workspace_release() frees it.  So
+// Workspace: a module-level buffer (a block per thread, at most 256 MB for
+// all threads together, the transposed weight gradient and, for grouped
+// small maps, a copy of the output gradient) that grows to the largest
+// size asked for and is shared by every conv2d in the process;
+// conv_workspace_release() frees it.  So
 // calls into this module must not run concurrently (each call is itself
 // parallel).
 #ifndef MEDSSL_CONV_H
