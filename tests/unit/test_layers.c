@@ -789,7 +789,8 @@ static float *run_conv_threads(int threads, int n, int ci, int h, int w, int co,
 // Every way conv2d splits its work: maps split into blocks, images grouped
 // (evenly and not), 1x1 with the weight gradient split by rows or by
 // outputs, a sum over many blocks (dW), on 1, 2, 3 and 7 threads (more
-// threads than a 1x1 conv has input channels: some get no rows).
+// threads than a 1x1 conv has input channels: some get no rows), the
+// grouped dY copied per thread or once for all.
 TEST(conv_same_bytes_with_1_2_3_7_threads)
 {
     static const int shapes[][8] = {
@@ -797,6 +798,9 @@ TEST(conv_same_bytes_with_1_2_3_7_threads)
         {2, 2, 69, 71, 3, 3, 1, 1},  {2, 2, 137, 141, 3, 3, 2, 1}, {5, 3, 10, 10, 4, 3, 1, 1},
         {7, 4, 9, 9, 32, 1, 1, 0},   {3, 32, 9, 9, 4, 1, 1, 0},    {2, 3, 65, 65, 8, 1, 1, 0},
         {6, 16, 30, 30, 8, 3, 1, 1}, {4, 3, 40, 40, 5, 7, 2, 3},
+        // On 7 threads, copies of this dY per thread would pass the
+        // workspace budget: one shared copy instead.
+        {64, 1, 8, 8, 2400, 1, 1, 0},
     };
     static const int thread_counts[] = {1, 2, 3, 7};
     enum { counts = sizeof thread_counts / sizeof thread_counts[0] };
