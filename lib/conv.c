@@ -188,6 +188,16 @@ static void valid_outputs(int k_off, int stride, int pad, int in, int out, int *
 
 static int clamp_int(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
+// Columns [j, j1) of an image's output map, cut at the end of an output
+// row: the segment's row, its first column and its end (exclusive) in that
+// row.  im2col and col2im walk a block this way.
+static void row_segment(const geometry *g, int j, int j1, int *oy, int *ox0, int *ox1)
+{
+    *oy = j / g->ow;
+    *ox0 = j % g->ow;
+    *ox1 = *ox0 + (j1 - j) < g->ow ? *ox0 + (j1 - j) : g->ow;
+}
+
 // Rows [r0, r1) of one image's im2col matrix, columns [j0, j1): row
 // (ci, ky, kx), column (oy, ox) holds x[ci][oy * stride - pad + ky][ox *
 // stride - pad + kx], 0 outside.  x: (in_ch, h, w); dst: (r1 - r0) rows of
@@ -205,8 +215,8 @@ static void im2col_range(const conv2d *c, const geometry *g, const float *x, int
         float *d = dst + (size_t)(r - r0) * ld;
         // One output row's segment at a time: [ox0, ox1) of row oy.
         for (int j = j0; j < j1;) {
-            int oy = j / g->ow, ox0 = j % g->ow;
-            int ox1 = ox0 + (j1 - j) < g->ow ? ox0 + (j1 - j) : g->ow;
+            int oy, ox0, ox1;
+            row_segment(g, j, j1, &oy, &ox0, &ox1);
             float *seg = d + (j - j0) - ox0;   // seg[ox] is column (oy, ox)
             if (oy < oy_lo || oy >= oy_hi) {
                 memset(seg + ox0, 0, (size_t)(ox1 - ox0) * sizeof(float));
@@ -262,8 +272,8 @@ static void col2im_block(const conv2d *c, const geometry *g, const block *b, con
                     const float *src = cols + (size_t)((ci * k + ky) * k + kx) * ld +
                                        (size_t)i * part;
                     for (int j = b->j0; j < b->j1;) {
-                        int oy = j / g->ow, ox0 = j % g->ow;
-                        int ox1 = ox0 + (b->j1 - j) < g->ow ? ox0 + (b->j1 - j) : g->ow;
+                        int oy, ox0, ox1;
+                        row_segment(g, j, b->j1, &oy, &ox0, &ox1);
                         if (oy >= oy_lo && oy < oy_hi) {
                             const float *seg = src + (j - b->j0) - ox0;
                             float *d = plane + (size_t)(oy * s - p + ky) * g->w - p + kx;
@@ -286,13 +296,15 @@ static void col2im_block(const conv2d *c, const geometry *g, const block *b, con
 }
 
 // (channels, nb * map) <-> nb images of (channels, map): between a grouped
-// block's GEMM layout and NCHW.  fold_out adds into the images when `add`.
-static void fold_in(int nb, int channels, int map, const float *images, float *folded)
+// block's GEMM layout and NCHW.  fold_in takes channels [ch0, ch1) of the
+// images; fold_out adds into the images when `add`.
+static void fold_in(int nb, int channels, int ch0, int ch1, int map, const float *images,
+                    float *folded)
 {
     for (int b = 0; b < nb; b++)
-        for (int ch = 0; ch < channels; ch++)
-            memcpy(folded + ((size_t)ch * nb + b) * map, images + ((size_t)b * channels + ch) * map,
-                   (size_t)map * sizeof(float));
+        for (int ch = ch0; ch < ch1; ch++)
+            memcpy(folded + ((size_t)(ch - ch0) * nb + b) * map,
+                   images + ((size_t)b * channels + ch) * map, (size_t)map * sizeof(float));
 }
 
 static void fold_out(int nb, int channels, int map, const float *folded, float *images, bool add)
@@ -311,17 +323,18 @@ static void fold_out(int nb, int channels, int map, const float *folded, float *
         }
 }
 
-// A block of dY (out_ch, width): the output gradient itself when the block
-// is part of one image, else its images side by side, copied into `folded`.
+// Output channels [o0, o1) of a block of dY, (o1 - o0, width): the output
+// gradient itself when the block is part of one image, else its images side
+// by side, copied into `folded`.
 static const float *dy_block(const conv2d *c, const geometry *g, const block *b, const float *dy,
-                             float *folded, int *ld)
+                             int o0, int o1, float *folded, int *ld)
 {
     const float *dy0 = dy + (size_t)b->image * g->out_image;
     if (b->nb == 1) {
         *ld = g->map;
-        return dy0 + b->j0;
+        return dy0 + (size_t)o0 * g->map + b->j0;
     }
-    fold_in(b->nb, c->out_ch, g->map, dy0, folded);
+    fold_in(b->nb, c->out_ch, o0, o1, g->map, dy0, folded);
     *ld = block_width(b);
     return folded;
 }
@@ -357,15 +370,13 @@ void conv2d_forward(const conv2d *c, int n, int h, int w, const float *x, float 
             } else {
                 im2col_block(c, &g, &b, x, 0, g.rows, cols);
             }
-            // Y (out_ch, width) = W (out_ch, rows) cols (rows, width)
-            if (b.nb == 1) {
-                gemm_f32(false, false, c->out_ch, width, g.rows, 1.0f, c->weight, g.rows, B, ldb,
-                         0.0f, y0 + b.j0, g.map);
-            } else {
-                gemm_f32(false, false, c->out_ch, width, g.rows, 1.0f, c->weight, g.rows, B, ldb,
-                         0.0f, folded, width);
+            // Y (out_ch, width) = W (out_ch, rows) cols (rows, width), into
+            // the output itself when the block is part of one image.
+            float *C = b.nb == 1 ? y0 + b.j0 : folded;
+            gemm_f32(false, false, c->out_ch, width, g.rows, 1.0f, c->weight, g.rows, B, ldb, 0.0f,
+                     C, b.nb == 1 ? g.map : width);
+            if (b.nb > 1)
                 fold_out(b.nb, c->out_ch, g.map, folded, y0, false);
-            }
         }
     }
 }
@@ -423,13 +434,14 @@ static void weight_grad_part(conv2d *c, const geometry *g, int n, int parts, con
         for (int i = 0; i < g->blocks; i++) {
             block b = block_at(g, n, i);
             const int width = block_width(&b);
+            // dY's rows [o0, o1) for this block: only those are copied.
             int ldd;
             const float *D;
             if (b.nb > 1 && dy_folded) {
-                D = dy_folded + (size_t)b.image * g->out_image;
                 ldd = width;
+                D = dy_folded + (size_t)b.image * g->out_image + (size_t)o0 * ldd;
             } else {
-                D = dy_block(c, g, &b, dy, folded, &ldd);
+                D = dy_block(c, g, &b, dy, o0, o1, folded, &ldd);
             }
             const float *A = cols;
             int lda = width;
@@ -439,8 +451,8 @@ static void weight_grad_part(conv2d *c, const geometry *g, int n, int parts, con
             } else {
                 im2col_block(c, g, &b, x, r0, r1, cols);
             }
-            gemm_f32(false, true, r1 - r0, o1 - o0, width, 1.0f, A, lda, D + (size_t)o0 * ldd,
-                     ldd, i == 0 ? 0.0f : 1.0f, dwt + (size_t)r0 * c->out_ch + o0, c->out_ch);
+            gemm_f32(false, true, r1 - r0, o1 - o0, width, 1.0f, A, lda, D, ldd,
+                     i == 0 ? 0.0f : 1.0f, dwt + (size_t)r0 * c->out_ch + o0, c->out_ch);
         }
         add_transposed(c->weight_grad, g->rows, dwt, c->out_ch, r0, r1, o0, o1);
     }
@@ -453,7 +465,7 @@ static void fold_dy(const conv2d *c, const geometry *g, int n, const float *dy, 
 #pragma omp for schedule(static)
     for (int i = 0; i < g->blocks; i++) {
         block b = block_at(g, n, i);
-        fold_in(b.nb, c->out_ch, g->map, dy + (size_t)b.image * g->out_image,
+        fold_in(b.nb, c->out_ch, 0, c->out_ch, g->map, dy + (size_t)b.image * g->out_image,
                 dy_folded + (size_t)b.image * g->out_image);
     }
 }
@@ -471,7 +483,7 @@ static void input_grad_task(const conv2d *c, const geometry *g, int n, int t, co
         const int width = block_width(&b);
         float *dx0 = dx + (size_t)b.image * g->in_image;
         int ldd;
-        const float *D = dy_block(c, g, &b, dy, folded, &ldd);
+        const float *D = dy_block(c, g, &b, dy, 0, c->out_ch, folded, &ldd);
         if (g->pointwise && b.nb == 1) {
             gemm_f32(true, false, g->rows, width, c->out_ch, 1.0f, c->weight, g->rows, D, ldd,
                      accumulate ? 1.0f : 0.0f, dx0 + b.j0, g->map);
