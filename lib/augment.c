@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <vips/vips.h>
 
+#include "libmsg.h"
 #include "util.h"
 
 void aug_config_jitter_strength(aug_config *c, float s)
@@ -197,6 +198,7 @@ bool aug_write_sheet(const char *path, int rows, int cols, int channels, int siz
             return false;
         }
         vips_concurrency_set(1);  // a small image: no worker threads
+        libmsg_init();
         vips_ready = true;
     }
     enum { GAP = 2, BACKGROUND = 128 };

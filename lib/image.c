@@ -13,12 +13,14 @@
 
 #include "imgops.h"
 #include "jpeg.h"
+#include "libmsg.h"
 #include "util.h"
 
 void image_init(const char *argv0)
 {
     if (VIPS_INIT(argv0))
         die("libvips", "cannot initialise: %s", vips_error_buffer());
+    libmsg_init();
     // Parallelism is across files (case-pack's threads); a libvips pipeline
     // per file stays on its thread.
     vips_concurrency_set(1);
@@ -162,7 +164,7 @@ static bool target_size(int w, int h, const image_opts *o, int *tw, int *th, cha
     return true;
 }
 
-// JPEG photographs resized: decoded at the smallest DCT scale that keeps the
+// JPEG photographs: decoded at the smallest DCT scale that keeps the
 // short side at least o->size (jpeg.h), then resampled (PIL's bilinear,
 // antialiased) straight to the output, centre crop included.
 static jpeg_status load_jpeg(const void *data, size_t size, const image_opts *o, image_t *out, char *err,
@@ -189,6 +191,11 @@ static jpeg_status load_jpeg(const void *data, size_t size, const image_opts *o,
     double sx = dec.source_width * dec.scale / tw, sy = dec.source_height * dec.scale / th;
     double x0 = (tw - cw) / 2 * sx, y0 = (th - ch) / 2 * sy;
     uint8_t *decoded = dec.pixels;
+    if (cw == dec.width && ch == dec.height && dec.scale == 1.0) {
+        // --size 0: the decoded pixels as they are.
+        *out = (image_t){.channels = c, .height = ch, .width = cw, .u16 = false, .pixels = decoded};
+        return JPEG_OK;
+    }
     img_src src = {.channels = c, .height = dec.height, .width = dec.width, .u16 = false, .data = decoded};
     img_workspace ws = {0};
     float *resized = xmalloc((size_t)c * cw * ch * sizeof *resized);
@@ -206,16 +213,22 @@ static jpeg_status load_jpeg(const void *data, size_t size, const image_opts *o,
 static bool load_page(const void *data, size_t size, int page, bool is_tiff, bool is_jpeg,
                       const image_opts *o, image_t *out, char *err, size_t errlen)
 {
-    if (is_jpeg && o->size > 0) {
+    // Every JPEG but CMYK through libjpeg-turbo directly: faster, and it
+    // refuses corrupt data, which libvips's loader only warns about.
+    if (is_jpeg) {
         switch (load_jpeg(data, size, o, out, err, errlen)) {
         case JPEG_OK: out->page = page; return true;
         case JPEG_FAILED: return false;
         case JPEG_UNSUPPORTED: break;   // CMYK: libvips converts it below
         }
     }
-    char option[32] = "";
+    // fail_on=error: a damaged stream (a PNG's CRC, truncated data) fails
+    // the file rather than giving a picture with a grey or garbage part
+    // and a warning; warnings that leave the pixels whole (an ICC profile
+    // that does not fit) still pass, reported through libmsg.
+    char option[48] = "fail_on=error";
     if (is_tiff)
-        snprintf(option, sizeof option, "page=%d", page);
+        snprintf(option, sizeof option, "fail_on=error,page=%d", page);
     VipsImage *img = vips_image_new_from_buffer(data, size, option, "access", VIPS_ACCESS_SEQUENTIAL, NULL);
     if (!img) {
         vips_reason(err, errlen, "cannot decode");
@@ -318,18 +331,24 @@ static bool load_page(const void *data, size_t size, int page, bool is_tiff, boo
             goto vips_failed;
         take(&img, res);
     }
-    size_t nbytes;
-    void *hwc = vips_image_write_to_memory(img, &nbytes);
-    if (!hwc)
-        goto vips_failed;
+    // The pixels are computed on this thread (vips_image_write_to_memory
+    // would hand the work to a libvips worker thread), so that every
+    // warning the decoder raises lands in this thread's libmsg capture.
     w = vips_image_get_width(img), h = vips_image_get_height(img);
-    g_object_unref(img);
     int c = o->channels;
-    if (nbytes != (size_t)w * h * c * (sixteen ? 2 : 1)) {
-        g_free(hwc);
-        snprintf(err, errlen, "decoder returned %zu bytes for %dx%dx%d", nbytes, w, h, c);
+    if (vips_image_get_bands(img) != c) {
+        snprintf(err, errlen, "decoder returned %d bands for %d channels", vips_image_get_bands(img), c);
+        g_object_unref(img);
         return false;
     }
+    VipsRegion *region = vips_region_new(img);
+    VipsRect all = {0, 0, w, h};
+    if (vips_region_prepare(region, &all)) {
+        g_object_unref(region);
+        goto vips_failed;
+    }
+    const uint8_t *hwc = (const uint8_t *)VIPS_REGION_ADDR(region, 0, 0);
+    size_t row_bytes = (size_t)VIPS_REGION_LSKIP(region), sample = sixteen ? 2 : 1;
 
     // Centre crop box, then HWC -> CHW (and the 16 -> 8 bit window).
     int x0 = 0, y0 = 0, cw = w, ch = h;
@@ -346,14 +365,15 @@ static bool load_page(const void *data, size_t size, int page, bool is_tiff, boo
     for (int k = 0; k < c; k++)
         for (int y = 0; y < ch; y++)
             for (int x = 0; x < cw; x++) {
-                size_t src = ((size_t)(y0 + y) * w + (x0 + x)) * c + k;
+                const uint8_t *src = hwc + (size_t)(y0 + y) * row_bytes + ((size_t)(x0 + x) * c + k) * sample;
                 size_t dst = (size_t)k * plane + (size_t)y * cw + x;
                 if (sixteen)
-                    wide[dst] = ((const uint16_t *)hwc)[src];
+                    memcpy(&wide[dst], src, 2);
                 else
-                    narrow[dst] = ((const uint8_t *)hwc)[src];
+                    narrow[dst] = *src;
             }
-    g_free(hwc);
+    g_object_unref(region);
+    g_object_unref(img);
     if (sixteen && !out16) {
         image_window_apply(&o->window, wide, plane * c, narrow);
         free(wide);

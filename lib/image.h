@@ -6,10 +6,12 @@
 // wanted number of channels (1: grey, 3: RGB; an alpha band is dropped) and
 // returned as a (C, H, W) array of u8 or u16.
 //
-// Decoding is libvips': JPEG, PNG, WebP, TIFF (8/16-bit, grey/RGB, multi-page)
-// and whatever else the installed libvips loads, sniffed from the bytes, not
-// the name.  8-bit sources go through vips_thumbnail, which uses JPEG/WebP
-// shrink-on-load.  16-bit sources take vips_resize instead, because
+// Formats are sniffed from the bytes, not the name.  JPEG (but CMYK) is
+// decoded by libjpeg-turbo directly (jpeg.h: DCT scaling, EXIF orientation,
+// corrupt data refused); PNG, WebP, GIF, TIFF (8/16-bit, grey/RGB,
+// multi-page) and CMYK JPEG by libvips, which refuses damaged data too
+// (fail_on=error) and whose warnings go to the thread's libmsg capture.
+// 8-bit sources go through vips_thumbnail, which uses WebP shrink-on-load.  16-bit sources take vips_resize instead, because
 // vips_thumbnail returns 8 bits even for 16-bit input; they are then kept as
 // u16 or mapped to 8 bits through a window (see image_window).
 //

@@ -9,6 +9,7 @@
 #include <jerror.h>
 #include <jpeglib.h>
 
+#include "libmsg.h"
 #include "util.h"
 
 // libjpeg reports a fatal error through error_exit, which must not return:
@@ -18,6 +19,7 @@ typedef struct {
     jmp_buf back;
     char message[JMSG_LENGTH_MAX];
     int truncated;
+    char damage[JMSG_LENGTH_MAX];   // the first warning that means lost pixels
 } error_mgr;
 
 static void on_error(j_common_ptr cinfo)
@@ -27,14 +29,27 @@ static void on_error(j_common_ptr cinfo)
     longjmp(e->back, 1);
 }
 
-// Warnings are silent, except the end of the data before the end of the
-// image: libjpeg would fill the rest with grey, libvips calls it an error,
-// and so do we (a truncated file is a bad file, not a picture).
+// Warnings (level -1) go to libmsg, except those that mean pixels are lost:
+// the data ending before the image does (libjpeg would fill the rest with
+// grey; libvips calls it an error, and so do we: a truncated file is a bad
+// file, not a picture), and a damaged entropy-coded segment (libjpeg skips
+// to the next restart marker, leaving blocks of grey).  Trace messages
+// (level > 0) are for debugging libjpeg.
 static void on_message(j_common_ptr cinfo, int level)
 {
     error_mgr *e = (error_mgr *)cinfo->err;
-    if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF)
+    if (level >= 0)
+        return;
+    int code = cinfo->err->msg_code;
+    char text[JMSG_LENGTH_MAX];
+    cinfo->err->format_message(cinfo, text);
+    if (code == JWRN_JPEG_EOF)
         e->truncated = 1;
+    else if (code == JWRN_HIT_MARKER || code == JWRN_MUST_RESYNC) {
+        if (!e->damage[0])
+            snprintf(e->damage, sizeof e->damage, "%s", text);
+    } else
+        libmsg_warn("libjpeg", text);
 }
 
 static unsigned get16(const uint8_t *p, int big)
@@ -120,6 +135,7 @@ jpeg_status jpeg_decode(const void *data, size_t size, int channels, int min_sho
     e.pub.error_exit = on_error;
     e.pub.emit_message = on_message;
     e.truncated = 0;
+    e.damage[0] = 0;
     if (setjmp(e.back)) {
         snprintf(err, errlen, "cannot decode: %s", e.message);
         jpeg_destroy_decompress(&cinfo);
@@ -167,6 +183,11 @@ jpeg_status jpeg_decode(const void *data, size_t size, int channels, int min_sho
     jpeg_destroy_decompress(&cinfo);
     if (e.truncated) {
         snprintf(err, errlen, "cannot decode: the file ends before the image does");
+        free(rows);
+        return JPEG_FAILED;
+    }
+    if (e.damage[0]) {
+        snprintf(err, errlen, "cannot decode: damaged data (libjpeg: %s)", e.damage);
         free(rows);
         return JPEG_FAILED;
     }

@@ -17,6 +17,7 @@
 #include "cli.h"
 #include "metrics.h"
 #include "stream.h"
+#include "libmsg.h"
 #include "util.h"
 
 static const char usage_text[] =
@@ -534,6 +535,7 @@ static void write_roc(const char *path, const metrics_data *d, const metrics_rep
         // PNG through libvips (librsvg underneath); it writes the file itself.
         if (VIPS_INIT(argv0))
             die("libvips", "cannot start: %s", vips_error_buffer());
+        libmsg_init();
         VipsImage *image;
         if (vips_svgload_buffer(svg, len, &image, NULL) || vips_pngsave(image, temp, NULL))
             die(path, "cannot draw the ROC curves: %s", vips_error_buffer());

@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "csv.h"
 #include "image.h"
+#include "libmsg.h"
 #include "pack.h"
 #include "util.h"
 
@@ -48,7 +49,7 @@ static const char usage_text[] =
     "  -z, --zstd L            compress each case record with zstd level L (default 0)\n"
     "      --strict            stop at the first file that cannot be read (default: skip it)\n"
     "  -T, --threads N         decoding threads (default: all cores)\n"
-    "  -q, --quiet             no progress or summary\n"
+    "  -q, --quiet             no progress, summary or library warnings (skipped files are still named)\n"
     "  -h, --help, -V, --version\n";
 
 typedef struct {
@@ -496,6 +497,7 @@ typedef struct {
     int count;
     char err[400];
     bool ok;
+    libmsg_list msgs;   // the libraries' warnings while decoding it
 } decoded;
 
 int main(int argc, char **argv)
@@ -571,6 +573,7 @@ int main(int argc, char **argv)
     if (threads > 0)
         omp_set_num_threads(threads);
     image_init(argv[0]);
+    libmsg_set_quiet(quiet);
 
     dataset d = {0};
     if (root)
@@ -608,19 +611,23 @@ int main(int argc, char **argv)
             for (int j = 0; j < d.cases[c].nfiles; j++)
                 refs[k++] = &d.cases[c].files[j];
 #pragma omp parallel for schedule(dynamic, 1)
-        for (int k = 0; k < nf; k++)
+        for (int k = 0; k < nf; k++) {
+            libmsg_capture(&dec[k].msgs);
             dec[k].ok = image_load_file(refs[k]->full, &io, &dec[k].images, &dec[k].count, dec[k].err,
                                         sizeof dec[k].err);
+            libmsg_capture(NULL);
+        }
         for (int c = first, k = 0; c < last; c++) {
             case_entry *ce = &d.cases[c];
             int ninst = 0;
             for (int j = 0; j < ce->nfiles; j++) {
                 decoded *dj = &dec[k + j];
+                libmsg_report(ce->files[j].full, &dj->msgs);
                 if (!dj->ok) {
                     if (strict)
                         die(ce->files[j].full, "%s", dj->err);
-                    if (!quiet)
-                        warnf(ce->files[j].full, "%s (skipped)", dj->err);
+                    // Even under -q: the summary that counts them is not printed then.
+                    warnf(ce->files[j].full, "%s (skipped)", dj->err);
                     skipped_files++;
                 }
                 ninst += dj->ok ? dj->count : 0;

@@ -114,6 +114,42 @@ case-pack -o bad.pack --size 16 bad.csv 2>err.txt; rc=$?
     && grep -q 'truncated.jpg: .*(skipped)' err.txt \
     && grep -q '1 cases, 1 images, 2 classes (multiclass); skipped 3 files, 3 cases' err.txt \
     && pass "unreadable files are named, skipped and counted" || fail "skip" "rc=$rc $(cat err.txt)"
+# Library warnings in our form: once per file with a count, silenced by -q.
+# A grey PNG carrying an RGB ICC profile (as PIL writes them) makes libpng
+# warn at every header parse; the chunk is lifted from an RGB PNG.
+vips black b3.v 8 8 --bands 3 && vips copy b3.v rgbicc.png[profile=srgb]
+vips gaussnoise noise.v 96 96 --mean 128 --sigma 40 && vips cast noise.v noisy.jpg uchar
+/usr/bin/python3 - <<'PY'
+import struct
+def chunks(d):
+    i = 8
+    while i < len(d):
+        n, = struct.unpack('>I', d[i:i + 4]); yield d[i + 4:i + 8], d[i:i + 12 + n]; i += 12 + n
+iccp = [c for t, c in chunks(open('rgbicc.png', 'rb').read()) if t == b'iCCP'][0]
+g = open('grey.png', 'rb').read()
+out = g[:8] + b''.join(c + (iccp if t == b'IHDR' else b'') for t, c in chunks(g))
+open('greyicc.png', 'wb').write(out)
+open('greyicc2.png', 'wb').write(out)
+# A PNG whose image data fails its CRC, and a JPEG with damaged entropy-coded data.
+d = bytearray(g); i = d.find(b'IDAT'); d[i + 8] ^= 0xff; open('crc.png', 'wb').write(d)
+d = bytearray(open('noisy.jpg', 'rb').read()); n = len(d)
+for k in range(n // 2, n // 2 + 60, 7): d[k] = 0xff if d[k] != 0xff else 0
+open('damaged.jpg', 'wb').write(d)
+PY
+printf 'case,path\nx,greyicc.png\ny,greyicc2.png\nz,rgb.png\n' > icc.csv
+case-pack -T 2 -o icc.pack --size 16 icc.csv 2>err.txt; rc=$?
+[ $rc -eq 0 ] && [ "$(grep -c "greyicc2*.png: warning: iCCP: profile 'icc': 'RGB ': RGB color space not permitted on grayscale PNG ([0-9]* times)\$" err.txt)" -eq 2 ] \
+    && ! grep -q -e VIPS-WARNING -e '^(process' err.txt \
+    && pass "library warnings: once per file, with a count, in our form" || fail "warnings" "rc=$rc $(cat err.txt)"
+case-pack -q -o icc.pack --size 16 icc.csv 2>err.txt; rc=$?
+[ $rc -eq 0 ] && [ ! -s err.txt ] && pass "-q silences library warnings" || fail "warnings -q" "rc=$rc $(cat err.txt)"
+printf 'case,path\nx,crc.png\ny,damaged.jpg\nz,rgb.png\n' > damaged.csv
+for size in 16 0; do
+    case-pack -q -o dmg.pack --size $size damaged.csv 2>err.txt; rc=$?
+    [ $rc -eq 0 ] && grep -q 'crc.png: cannot .*(skipped)' err.txt && grep -q 'damaged.jpg: cannot decode: .*(skipped)' err.txt \
+        && [ "$(mts count dmg.pack | cut -d' ' -f3)" -eq 1 ] \
+        && pass "damaged PNG and JPEG data refused, named even under -q (--size $size)" || fail "damaged $size" "rc=$rc $(cat err.txt)"
+done
 # A format libvips would hand to ImageMagick (a PGM here) is refused by name.
 printf 'P5\n2 2\n255\n\020\040\060\100' > grey.pgm
 printf 'case,path,label\nx,rgb.jpg,a\ny,grey.pgm,b\n' > pgm.csv
