@@ -91,3 +91,89 @@ bool common_opts_parse(common_opts *c, int opt, const char *arg, const char *usa
     }
     return false;
 }
+
+void train_check_warmup(const train_length *t, const lr_schedule *s, double warmup_epochs, bool given)
+{
+    if (s->warmup_steps == 0 || s->warmup_steps < t->steps)
+        return;
+    die_usage("--warmup-epochs %g%s: the warm-up (%lld steps) is not shorter than the schedule (%lld epoch%s of "
+              "%lld %s: %lld steps), so the rate would never decay; give --warmup-epochs below %lld",
+              warmup_epochs, given ? "" : " (the default)", (long long)s->warmup_steps, (long long)t->epochs,
+              t->epochs == 1 ? "" : "s", (long long)t->per_epoch, t->unit, (long long)t->steps, (long long)t->epochs);
+}
+
+// The records the stream holds from its start on, by its header (0: unknown).
+static int64_t stream_records(batch_reader *in)
+{
+    const stream_info *si = batch_info(in);
+    if (si->pairs_per_epoch <= 0 || si->epochs <= 0)
+        return 0;
+    return si->pairs_per_epoch * si->epochs - si->start;
+}
+
+void train_check_length(const train_length *t, batch_reader *in)
+{
+    if (!t->strict)
+        return;
+    const stream_info *si = batch_info(in);
+    int64_t have = stream_records(in), want = t->per_epoch * t->epochs - si->start;
+    if (have == 0)
+        die(batch_name(in), "--strict-length: the stream header gives no length (pairs_per_epoch, epochs)");
+    if (have != want)
+        die(batch_name(in), "--strict-length: the stream holds %lld records (%lld epochs of %lld), the schedule "
+            "%lld (%lld epoch%s of %lld %s)", (long long)have, (long long)si->epochs,
+            (long long)si->pairs_per_epoch, (long long)want, (long long)t->epochs, t->epochs == 1 ? "" : "s",
+            (long long)t->per_epoch, t->unit);
+}
+
+void train_schedule_done(const train_length *t, batch_reader *in, int64_t consumed, int64_t step, int batch,
+                         bool quiet)
+{
+    const stream_info *si = batch_info(in);
+    // The schedule's records that no full batch took (pretraining drops them).
+    int64_t tail = t->per_epoch * t->epochs - si->start - consumed;
+    if (t->strict) {
+        float *x = NULL;
+        int c, h, w, views = 1;
+        batch_shape(in, &c, &h, &w);
+        if (strcmp(t->unit, "pairs") == 0)
+            views = 2;
+        int64_t read = 0;
+        if (tail > 0) {
+            x = xaligned_alloc((size_t)tail * views * c * h * w * sizeof(float));
+            read = batch_next(in, (int)tail, x, NULL);
+            free(x);
+        }
+        if (read < tail)
+            die(batch_name(in), "--strict-length: the stream ended %lld records before the schedule's end",
+                (long long)(tail - read));
+        if (batch_peek(in))
+            die(batch_name(in), "--strict-length: the stream goes on after the schedule's end (step %lld)",
+                (long long)step);
+        return;
+    }
+    if (quiet)
+        return;
+    if (tail > 0)
+        fprintf(stderr, "%s: the last %lld %s of the schedule fill no batch of %d: not trained on\n",
+                util_progname(), (long long)tail, t->unit, batch);
+    int64_t total = stream_records(in), left = total - consumed - (tail > 0 ? tail : 0);
+    if (total > 0 && left > 0)
+        fprintf(stderr, "%s: the schedule ends at step %lld (%lld epoch%s of %lld %s): left %lld records of the "
+                "stream unread\n", util_progname(), (long long)step, (long long)t->epochs,
+                t->epochs == 1 ? "" : "s", (long long)t->per_epoch, t->unit, (long long)left);
+    else if (total == 0 && tail <= 0 && batch_peek(in))
+        fprintf(stderr, "%s: the schedule ends at step %lld (%lld epoch%s of %lld %s): left the rest of the stream "
+                "unread\n", util_progname(), (long long)step, (long long)t->epochs, t->epochs == 1 ? "" : "s",
+                (long long)t->per_epoch, t->unit);
+}
+
+void train_stream_short(const train_length *t, batch_reader *in, int64_t step)
+{
+    if (t->strict)
+        die(batch_name(in), "--strict-length: the stream ended at step %lld of the schedule's %lld",
+            (long long)step, (long long)t->steps);
+    warnf(batch_name(in), "warning: the stream ended at step %lld of the schedule's %lld (%lld epoch%s of %lld %s): "
+          "the learning rate did not decay to its end", (long long)step, (long long)t->steps,
+          (long long)t->epochs, t->epochs == 1 ? "" : "s", (long long)t->per_epoch, t->unit);
+}

@@ -1,14 +1,17 @@
 // train: what the tools that build models share (ntxent-step, finetune,
-// embed): the model options of the command line, and a model built from
-// them, from a checkpoint, or from both.
+// embed): the model options of the command line, a model built from them,
+// from a checkpoint, or from both, and how a trainer's schedule meets the
+// length of its stream.
 #ifndef MEDSSL_TRAIN_H
 #define MEDSSL_TRAIN_H
 
 #include <getopt.h>
 #include <stdbool.h>
 
+#include "batch.h"
 #include "ckpt.h"
 #include "model.h"
+#include "schedule.h"
 
 enum {
     OPT_MODEL = 1000, OPT_WIDTH, OPT_STEM, OPT_IN_CH, OPT_HEAD_LAYERS, OPT_HEAD_HIDDEN, OPT_PROJ_DIM,
@@ -63,5 +66,38 @@ bool model_opts_given(const model_opts *o, int opt);
 // when neither gives it.
 model_config model_opts_resolve(const model_opts *o, const model_config *ckpt_cfg, const char *ckpt_path,
                                 int stream_channels);
+
+// ---- the schedule against the stream ------------------------------------------
+//
+// A trainer runs its schedule (epochs x records per epoch, from the stream
+// header or its options) and stops at its end, whatever the stream holds
+// beyond it: a learning rate that has decayed to 0 teaches nothing more.
+// It says how many records it left unread; --strict-length makes any
+// difference between the two lengths an error instead.
+
+typedef struct {
+    const char *unit;     // "pairs", "images"
+    int64_t per_epoch, epochs;
+    int64_t steps;        // the optimiser steps the schedule's records give
+    bool strict;          // --strict-length
+} train_length;
+
+// Dies (usage) when the warm-up takes every step of the schedule: the rate
+// would rise to the end and never decay.  `given`: warmup_epochs came from
+// --warmup-epochs (else it is the tool's default).
+void train_check_warmup(const train_length *t, const lr_schedule *s, double warmup_epochs, bool given);
+// --strict-length, before training: the stream header must give the
+// schedule's length (epochs x records per epoch), from its start on.
+void train_check_length(const train_length *t, batch_reader *in);
+// The schedule has ended after `consumed` records of this stream: says how
+// many records are left unread (from the header's length, else whether the
+// stream goes on), or under --strict-length reads the leftover of the last
+// epoch (less than a batch, part of the schedule) and dies unless the stream
+// then ends.
+void train_schedule_done(const train_length *t, batch_reader *in, int64_t consumed, int64_t step, int batch,
+                         bool quiet);
+// The stream ended at `step`, before the schedule's last step: a warning,
+// or under --strict-length an error.
+void train_stream_short(const train_length *t, batch_reader *in, int64_t step);
 
 #endif

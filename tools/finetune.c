@@ -35,6 +35,8 @@ static const char usage_text[] =
     "  -b, --batch N           images per step (default 64)\n"
     "      --epochs E          epochs (default: the stream header's)\n"
     "      --images-per-epoch P  (default: the stream header's pairs_per_epoch)\n"
+    "      --strict-length     refuse a stream longer or shorter than the schedule (default: stop\n"
+    "                          at the schedule's end and say what was left unread)\n"
     "      --optimizer O       sgd (default, Nesterov momentum), lars or adamw\n"
     "      --lr LR             base learning rate (default 0.1), scaled by the batch:\n"
     "      --lr-scaling S      linear: LR x N/256 (default); sqrt: LR x sqrt(N)\n"
@@ -51,7 +53,7 @@ static const char usage_text[] =
     MODEL_OPTIONS_HELP;
 
 enum { OPT_INIT = 2000, OPT_RANDOM, OPT_TASK, OPT_LINEAR, OPT_EPOCHS, OPT_IPE, OPT_OPTIM, OPT_LR, OPT_SCALING,
-       OPT_MOMENTUM, OPT_WD, OPT_WARMUP, OPT_VAL, OPT_LOG, OPT_SEED };
+       OPT_MOMENTUM, OPT_WD, OPT_WARMUP, OPT_VAL, OPT_LOG, OPT_SEED, OPT_STRICT_LENGTH };
 
 typedef struct {
     bool multilabel;
@@ -159,7 +161,7 @@ int main(int argc, char **argv)
     model_opts mo;
     model_opts_init(&mo);
     const char *output = NULL, *init = NULL, *val = NULL, *log_path = NULL, *task = NULL;
-    bool random_init = false, linear_only = false;
+    bool random_init = false, linear_only = false, warmup_given = false, strict_length = false;
     int batch = 64;
     int64_t epochs = 0, per_epoch = 0;
     double base_lr = 0.1, momentum = 0.9, weight_decay = 1e-4, warmup_epochs = 0;
@@ -175,7 +177,8 @@ int main(int argc, char **argv)
         {"lr-scaling", required_argument, 0, OPT_SCALING}, {"momentum", required_argument, 0, OPT_MOMENTUM},
         {"weight-decay", required_argument, 0, OPT_WD}, {"warmup-epochs", required_argument, 0, OPT_WARMUP},
         {"val", required_argument, 0, OPT_VAL}, {"log", required_argument, 0, OPT_LOG},
-        {"seed", required_argument, 0, OPT_SEED}, COMMON_LONGOPTS, MODEL_LONGOPTS, {0, 0, 0, 0}};
+        {"seed", required_argument, 0, OPT_SEED}, {"strict-length", no_argument, 0, OPT_STRICT_LENGTH},
+        COMMON_LONGOPTS, MODEL_LONGOPTS, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "o:b:" COMMON_SHORTOPTS, longopts, NULL)) != -1) {
         if (model_opts_parse(&mo, opt, optarg) || common_opts_parse(&co, opt, optarg, usage_text))
@@ -204,10 +207,14 @@ int main(int argc, char **argv)
             break;
         case OPT_MOMENTUM: momentum = cli_double("--momentum", optarg, 0, 1); break;
         case OPT_WD: weight_decay = cli_double("--weight-decay", optarg, 0, 1); break;
-        case OPT_WARMUP: warmup_epochs = cli_double("--warmup-epochs", optarg, 0, 1e6); break;
+        case OPT_WARMUP:
+            warmup_epochs = cli_double("--warmup-epochs", optarg, 0, 1e6);
+            warmup_given = true;
+            break;
         case OPT_VAL: val = optarg; break;
         case OPT_LOG: log_path = optarg; break;
         case OPT_SEED: seed = (uint64_t)cli_int("--seed", optarg, 0, INT64_MAX); break;
+        case OPT_STRICT_LENGTH: strict_length = true; break;
         default: die_usage("unknown option");
         }
     }
@@ -239,6 +246,11 @@ int main(int argc, char **argv)
         epochs = si->epochs;
     if (!per_epoch || !epochs)
         die(batch_name(in), "the header gives no pairs_per_epoch/epochs: give --images-per-epoch and --epochs");
+    // A batch never spans two epochs: an epoch's last batch may be short.
+    int64_t steps_per_epoch = (per_epoch + batch - 1) / batch;
+    train_length length = {.unit = "images", .per_epoch = per_epoch, .epochs = epochs,
+                           .steps = steps_per_epoch * epochs, .strict = strict_length};
+    train_check_length(&length, in);
 
     model_config ckcfg;
     ckpt_info info = {.loss = NAN};
@@ -263,6 +275,12 @@ int main(int argc, char **argv)
     oc.weight_decay = weight_decay;
     optimizer *o = optim_create(&m.params, &oc);
     lr_schedule sched = lr_schedule_simclr(base_lr, scaling, batch, per_epoch, epochs, warmup_epochs);
+    // The steps this loop takes, short last batches included (SimCLR's
+    // count, examples x epochs / batch + 1, is short of them by up to one
+    // per epoch, which would then run at a rate of 0).
+    sched.total_steps = length.steps;
+    sched.warmup_steps = (int64_t)floor(warmup_epochs * (double)steps_per_epoch);
+    train_check_warmup(&length, &sched, warmup_epochs, warmup_given);
     if (!co.quiet) {
         char desc[200];
         model_describe(&cfg, desc, sizeof desc);
@@ -360,6 +378,8 @@ int main(int argc, char **argv)
             epoch_loss = epoch_correct = 0;
             epoch_rows = 0;
         }
+        if (seen == epochs * per_epoch && !stop)
+            break;
         if (stop) {
             if (!val)
                 ckpt_save(output, &m, NULL, &save, "finetune", argc, argv);
@@ -372,6 +392,10 @@ int main(int argc, char **argv)
     if (!stop) {
         if (step == 0)
             die(batch_name(in), "no records: nothing trained");
+        if (seen == epochs * per_epoch)
+            train_schedule_done(&length, in, seen, step, batch, co.quiet);
+        else
+            train_stream_short(&length, in, step);
         if (!val || best_epoch < 0)  // no validation, or no epoch with a defined metric
             ckpt_save(output, &m, NULL, &save, "finetune", argc, argv);
         if (!co.quiet)

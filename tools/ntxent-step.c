@@ -36,6 +36,8 @@ static const char usage_text[] =
     "      --warmup-epochs E   linear warmup (default 10), then cosine decay to 0\n"
     "      --epochs E          schedule length (default: the stream header's)\n"
     "      --pairs-per-epoch P (default: the stream header's)\n"
+    "      --strict-length     refuse a stream longer or shorter than the schedule (default: stop\n"
+    "                          at the schedule's end and say what was left unread)\n"
     "      --init CKPT         start from another checkpoint's encoder (and its head when\n"
     "                          it has the same shape): step 2 of the protocol\n"
     "      --resume CKPT       continue a run exactly (feed pair-sample --start STEP x N)\n"
@@ -48,7 +50,7 @@ static const char usage_text[] =
     MODEL_OPTIONS_HELP;
 
 enum { OPT_TAU = 2000, OPT_LR, OPT_SCALING, OPT_OPTIM, OPT_MOMENTUM, OPT_WD, OPT_WARMUP, OPT_EPOCHS, OPT_PPE,
-       OPT_INIT, OPT_RESUME, OPT_SAVE_EVERY, OPT_LOG, OPT_SEED };
+       OPT_INIT, OPT_RESUME, OPT_SAVE_EVERY, OPT_LOG, OPT_SEED, OPT_STRICT_LENGTH };
 
 int main(int argc, char **argv)
 {
@@ -61,6 +63,7 @@ int main(int argc, char **argv)
     double tau = 0.1, base_lr = 0.3, momentum = 0.9, weight_decay = 1e-6, warmup_epochs = 10;
     int64_t epochs = 0, pairs_per_epoch = 0, save_every = 0;
     uint64_t seed = 0;
+    bool warmup_given = false, strict_length = false;
     lr_scaling scaling = LR_SCALING_LINEAR;
     optim_kind okind = OPTIM_LARS;
     static const struct option longopts[] = {
@@ -72,7 +75,7 @@ int main(int argc, char **argv)
         {"pairs-per-epoch", required_argument, 0, OPT_PPE}, {"init", required_argument, 0, OPT_INIT},
         {"resume", required_argument, 0, OPT_RESUME}, {"save-every", required_argument, 0, OPT_SAVE_EVERY},
         {"log", required_argument, 0, OPT_LOG}, {"seed", required_argument, 0, OPT_SEED},
-        COMMON_LONGOPTS, MODEL_LONGOPTS, {0, 0, 0, 0}};
+        {"strict-length", no_argument, 0, OPT_STRICT_LENGTH}, COMMON_LONGOPTS, MODEL_LONGOPTS, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "o:b:" COMMON_SHORTOPTS, longopts, NULL)) != -1) {
         if (model_opts_parse(&mo, opt, optarg) || common_opts_parse(&co, opt, optarg, usage_text))
@@ -92,7 +95,10 @@ int main(int argc, char **argv)
             break;
         case OPT_MOMENTUM: momentum = cli_double("--momentum", optarg, 0, 1); break;
         case OPT_WD: weight_decay = cli_double("--weight-decay", optarg, 0, 1); break;
-        case OPT_WARMUP: warmup_epochs = cli_double("--warmup-epochs", optarg, 0, 1e6); break;
+        case OPT_WARMUP:
+            warmup_epochs = cli_double("--warmup-epochs", optarg, 0, 1e6);
+            warmup_given = true;
+            break;
         case OPT_EPOCHS: epochs = cli_int("--epochs", optarg, 1, 1 << 30); break;
         case OPT_PPE: pairs_per_epoch = cli_int("--pairs-per-epoch", optarg, 1, INT64_MAX / 2); break;
         case OPT_INIT: init = optarg; break;
@@ -100,6 +106,7 @@ int main(int argc, char **argv)
         case OPT_SAVE_EVERY: save_every = cli_int("--save-every", optarg, 0, INT64_MAX); break;
         case OPT_LOG: log_path = optarg; break;
         case OPT_SEED: seed = (uint64_t)cli_int("--seed", optarg, 0, INT64_MAX); break;
+        case OPT_STRICT_LENGTH: strict_length = true; break;
         default: die_usage("unknown option");
         }
     }
@@ -125,6 +132,11 @@ int main(int argc, char **argv)
         epochs = si->epochs;
     if (!pairs_per_epoch || !epochs)
         die(batch_name(in), "the stream header gives no pairs_per_epoch/epochs: give --pairs-per-epoch and --epochs");
+    // Every full batch of the schedule's pairs is a step (SimCLR's
+    // total_steps is one more: its rate at the last step is never used).
+    train_length length = {.unit = "pairs", .per_epoch = pairs_per_epoch, .epochs = epochs,
+                           .steps = pairs_per_epoch * epochs / batch, .strict = strict_length};
+    train_check_length(&length, in);
 
     // The model: fresh, from --init, or from --resume.
     model_config ckcfg;
@@ -164,6 +176,7 @@ int main(int argc, char **argv)
     ckpt_info_free(&info);
 
     lr_schedule sched = lr_schedule_simclr(base_lr, scaling, batch, pairs_per_epoch, epochs, warmup_epochs);
+    train_check_warmup(&length, &sched, warmup_epochs, warmup_given);
     FILE *log = NULL;
     if (log_path) {
         log = fopen(log_path, resume ? "a" : "w");
@@ -176,7 +189,7 @@ int main(int argc, char **argv)
         char desc[200];
         model_describe(&cfg, desc, sizeof desc);
         fprintf(stderr, "ntxent-step: %s, %zu parameters; %s; batch %d, %lld steps, peak lr %g, tau %g\n", desc,
-                param_count(&m.params), blas_description(), batch, (long long)sched.total_steps, sched.peak_lr, tau);
+                param_count(&m.params), blas_description(), batch, (long long)length.steps, sched.peak_lr, tau);
     }
 
     size_t plane = (size_t)c * h * w;
@@ -191,13 +204,16 @@ int main(int argc, char **argv)
     int64_t first_step = step;
     float last_loss = NAN;
     ckpt_info save = {.loss = NAN};
+    bool schedule_done = false;
     for (;;) {
+        if (step >= length.steps) {
+            schedule_done = true;
+            break;
+        }
         int n = batch_next(in, batch, x, NULL);
         if (n < batch) {
-            if (stop)
-                break;
-            if (n > 0 && !co.quiet)
-                fprintf(stderr, "ntxent-step: dropped the last %d pairs (less than a batch)\n", n);
+            if (!stop)
+                train_stream_short(&length, in, step);
             break;
         }
         double t0 = now_seconds();
@@ -225,8 +241,8 @@ int main(int argc, char **argv)
         if (!co.quiet) {
             double el = now_seconds() - t_start, per = el / (double)(step - first_step);
             progress_update(&prog, "step %lld/%lld epoch %.2f loss %.4f (avg %.4f) pos-acc %.3f lr %.4g %.1f img/s %.0f s left",
-                            (long long)step, (long long)sched.total_steps, epoch, loss, loss_avg,
-                            (double)correct / (2 * n), lr, 2 * n / dt, per * (double)(sched.total_steps - step));
+                            (long long)step, (long long)length.steps, epoch, loss, loss_avg,
+                            (double)correct / (2 * n), lr, 2 * n / dt, per * (double)(length.steps - step));
         }
         save = (ckpt_info){.step = step, .records = step * batch, .epoch = (int64_t)epoch, .loss = last_loss};
         if (stop)
@@ -247,8 +263,10 @@ int main(int argc, char **argv)
                     (long long)step, step > first_step ? "checkpoint saved to " : "no step taken, nothing saved",
                     step > first_step ? output : "");
     } else {
-        if (step == first_step)
+        if (step == first_step && !schedule_done)
             die(batch_name(in), "fewer pairs than one batch of %d: nothing trained", batch);
+        if (schedule_done)
+            train_schedule_done(&length, in, (step - first_step) * batch, step, batch, co.quiet);
         save = (ckpt_info){.step = step, .records = step * batch, .epoch = step * batch / pairs_per_epoch,
                            .loss = last_loss};
         ckpt_save(output, &m, o, &save, "ntxent-step", argc, argv);
