@@ -4,7 +4,8 @@
 #   make check      install missing packages, build, run all tests
 #   make demo       run the main job on built-in data
 #   make bench      benchmarks against the peers (PyTorch, PIL, sklearn)
-#   make install PREFIX=/usr/local
+#   make install PREFIX=/usr/local   (tools, man pages, pipelines, libmedssl.a,
+#                                     its headers and medssl.pc)
 
 PREFIX   ?= /usr/local
 include mk/flags.mk
@@ -87,6 +88,10 @@ install: $(TOOLS) $(LIBA)
 	install -m 644 man/*.7 $(DESTDIR)$(PREFIX)/share/man/man7
 	install -m 755 pipelines/*.sh $(DESTDIR)$(PREFIX)/share/medssl/pipelines
 	install -m 644 pipelines/common.bash $(DESTDIR)$(PREFIX)/share/medssl/pipelines
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@BLIS_LIB@|$(BLIS_LIB)|g' -e 's|@PKGS@|$(PKGS)|' \
+	    -e "s|@VERSION@|$$(sed -n 's/^#define MEDSSL_VERSION "\(.*\)"/\1/p' lib/cli.h)|" \
+	    mk/medssl.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/medssl.pc
 
 clean:
 	rm -rf build bin

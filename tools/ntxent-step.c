@@ -33,7 +33,8 @@ static const char usage_text[] =
     "      --optimizer O       lars (default), sgd or adamw\n"
     "      --momentum M        (default 0.9)\n"
     "      --weight-decay WD   (default 1e-6)\n"
-    "      --warmup-epochs E   linear warmup (default 10), then cosine decay to 0\n"
+    "      --warmup-epochs E   linear warmup (default 10, or a tenth of a schedule shorter than\n"
+    "                          100 epochs), then cosine decay to 0\n"
     "      --epochs E          schedule length (default: the stream header's)\n"
     "      --pairs-per-epoch P (default: the stream header's)\n"
     "      --strict-length     refuse a stream longer or shorter than the schedule (default: stop\n"
@@ -60,7 +61,7 @@ int main(int argc, char **argv)
     model_opts_init(&mo);
     const char *output = NULL, *init = NULL, *resume = NULL, *log_path = NULL;
     int batch = 256;
-    double tau = 0.1, base_lr = 0.3, momentum = 0.9, weight_decay = 1e-6, warmup_epochs = 10;
+    double tau = 0.1, base_lr = 0.3, momentum = 0.9, weight_decay = 1e-6, warmup_epochs = 0;
     int64_t epochs = 0, pairs_per_epoch = 0, save_every = 0;
     uint64_t seed = 0;
     bool warmup_given = false, strict_length = false;
@@ -175,6 +176,9 @@ int main(int argc, char **argv)
     }
     ckpt_info_free(&info);
 
+    // SimCLR's 10 warm-up epochs are a tenth of its shortest schedule.
+    if (!warmup_given)
+        warmup_epochs = epochs < 100 ? (double)epochs / 10 : 10;
     lr_schedule sched = lr_schedule_simclr(base_lr, scaling, batch, pairs_per_epoch, epochs, warmup_epochs);
     train_check_warmup(&length, &sched, warmup_epochs, warmup_given);
     FILE *log = NULL;
@@ -188,8 +192,9 @@ int main(int argc, char **argv)
     if (!co.quiet) {
         char desc[200];
         model_describe(&cfg, desc, sizeof desc);
-        fprintf(stderr, "ntxent-step: %s, %zu parameters; %s; batch %d, %lld steps, peak lr %g, tau %g\n", desc,
-                param_count(&m.params), blas_description(), batch, (long long)length.steps, sched.peak_lr, tau);
+        fprintf(stderr, "ntxent-step: %s, %zu parameters; %s; batch %d, %lld steps (%lld of warm-up), peak lr %g, "
+                "tau %g\n", desc, param_count(&m.params), blas_description(), batch, (long long)length.steps,
+                (long long)sched.warmup_steps, sched.peak_lr, tau);
     }
 
     size_t plane = (size_t)c * h * w;

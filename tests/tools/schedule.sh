@@ -22,8 +22,11 @@ steps=$(($(wc -l < l.tsv) - 1))
 awk -F'\t' 'NR == 3 { lr = $5 } NR == 4 { exit !($5 < lr) }' l.tsv && pass "its rate decays to the last step" \
     || fail "decay" "$(cat l.tsv)"
 check_fails "a warm-up longer than the schedule names both lengths" 2 \
-    "warmup-epochs 10 \(the default\): the warm-up \(32 steps\) is not shorter than the schedule \(1 epoch of 13 pairs: 3 steps\)" \
-    ntxent-step "${model[@]}" --epochs 1 --batch 4 -o w.ckpt pairs.mts
+    "warmup-epochs 2: the warm-up \(6 steps\) is not shorter than the schedule \(1 epoch of 13 pairs: 3 steps\)" \
+    ntxent-step "${model[@]}" --warmup-epochs 2 --epochs 1 --batch 4 -o w.ckpt pairs.mts
+ntxent-step "${model[@]}" --batch 4 -o d.ckpt pairs.mts 2>err.txt
+grep -q 'batch 4, 9 steps (0 of warm-up)' err.txt && pass "the default warm-up: a tenth of a short schedule" \
+    || fail "default warm-up" "$(cat err.txt)"
 [ ! -e w.ckpt ] && pass "nothing written then" || fail "w.ckpt written"
 check_fails "--strict-length refuses a longer stream" 1 \
     "pairs.mts: --strict-length: the stream holds 39 records \(3 epochs of 13\), the schedule 13 \(1 epoch of 13 pairs\)" \
