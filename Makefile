@@ -101,10 +101,12 @@ clean:
 #   make check-asan      the whole suite on tools and tests built with ASan + UBSan
 #   make fuzz            each libFuzzer target for FUZZ_SECONDS (clang)
 #   make check-valgrind  memcheck on a tiny end-to-end run (slow: not in make check)
+#   make check-fresh     the README's two commands on a debootstrapped minimal
+#                        Debian 12 (root, the package archive, 15-25 minutes)
 #
 # Each build has its own folder under build/, apart from the gcc objects.
 
-.PHONY: check-asan fuzzers fuzz check-valgrind
+.PHONY: check-asan fuzzers fuzz check-valgrind check-fresh
 SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 ASAN = build/asan
@@ -174,5 +176,8 @@ fuzz: fuzzers
 check-valgrind: $(TOOLS) $(HELPERS)
 	@sh mk/deps.sh valgrind
 	@PATH="$(CURDIR)/bin:$(CURDIR)/build/helpers:$$PATH" tests/memcheck/valgrind.sh
+
+check-fresh:
+	@tests/fresh.sh
 
 -include $(shell find build -name '*.d' 2>/dev/null)
