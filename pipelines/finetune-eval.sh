@@ -90,5 +90,5 @@ for t in "${test_splits[@]}"; do
     run_stages "pair-sample ($t)" "augment ($t)" "embed ($t)"
     auc --bootstrap "$bootstrap" --seed "$seed" --json -o "$outdir/$t.json" "$outdir/$t.scores.mts"
     auc --bootstrap "$bootstrap" --seed "$seed" "$outdir/$t.scores.mts" > "$outdir/$t.txt"
-    echo "$script: $t: $(grep -E 'top-1 accuracy|mean AUC' "$outdir/$t.txt" | tr '\n' ';' )" >&2
+    echo "$script: $t: $(grep -E 'top-1 accuracy|mean AUC' "$outdir/$t.txt" | sed 's/  */ /g' | paste -sd ';' | sed 's/;/; /g')" >&2
 done
