@@ -163,3 +163,17 @@ float sigmoid_bce(const float *logits, const float *targets, int n, int classes,
     }
     return (float)(loss / (double)count);
 }
+
+float mse_loss(const float *pred, const float *target, size_t n, float *dpred)
+{
+    if (n < 1)
+        die("mse_loss", "no elements");
+    double loss = 0;
+    for (size_t k = 0; k < n; k++) {
+        double d = (double)pred[k] - target[k];
+        loss += d * d;
+        if (dpred)
+            dpred[k] = (float)(2.0 * d / (double)n);
+    }
+    return (float)(loss / (double)n);
+}

@@ -1,7 +1,7 @@
 // loss: the training objectives, each a forward and backward pass in one
 // call: NT-Xent for contrastive pretraining (SimCLR, MICLe), softmax cross
 // entropy for multi-class fine-tuning, sigmoid binary cross entropy for
-// multi-label fine-tuning.
+// multi-label fine-tuning, mean squared error for reconstruction (PCRL).
 //
 // Each returns the loss and, when the gradient pointer is not NULL, writes
 // (does not accumulate) the gradient of that loss with respect to its input.
@@ -9,6 +9,8 @@
 // thread count.
 #ifndef MEDSSL_LOSS_H
 #define MEDSSL_LOSS_H
+
+#include <stddef.h>
 
 // NT-Xent, the normalised temperature-scaled cross entropy of SimCLR.
 //
@@ -56,5 +58,10 @@ float softmax_xent(const float *logits, const int *labels, int n, int classes,
 // dlogits: (n, classes) or NULL, = (sigmoid(x) - t) / (n * classes).
 float sigmoid_bce(const float *logits, const float *targets, int n, int classes,
                   float *dlogits);
+
+// Mean squared error over n elements (torch's MSELoss default, PCRL's
+// reconstruction loss), summed in double; dpred: n values or NULL,
+// = 2 (pred - target) / n.
+float mse_loss(const float *pred, const float *target, size_t n, float *dpred);
 
 #endif

@@ -19,12 +19,15 @@
 #include <string.h>
 
 #include "../check.h"
+#include "../fixture.h"
 #include "act.h"
 #include "blas.h"
 #include "bn.h"
 #include "conv.h"
 #include "linear.h"
+#include "loss.h"
 #include "pool.h"
+#include "upsample.h"
 #include "util.h"
 
 #define FWD_TOL 1e-5
@@ -637,6 +640,344 @@ TEST(relu_and_add)
     EXPECT(a[0] == 11 && a[1] == 22 && a[2] == 33);
 }
 
+// ---- the decoder's layers without weights (act.h, upsample.h, MSE) --------
+//
+// One harness for all of them: up to two inputs, a double reference of the
+// output, and the f32 backward's gradient of L = sum r y for each input.
+
+typedef struct {
+    int n, c, cb, h, w;     // cb: the second input's channels (concat)
+    size_t in_n[2], out_n;  // element counts
+    double *in[2], *r;
+    void (*ref)(const void *t, double *y);
+} op_case;
+
+static void ref_upsample(const void *ctx, double *y)
+{
+    const op_case *t = ctx;
+    for (int p = 0; p < t->n * t->c; p++)
+        for (int i = 0; i < 2 * t->h; i++)
+            for (int j = 0; j < 2 * t->w; j++)
+                y[((size_t)p * 2 * t->h + i) * 2 * t->w + j] = t->in[0][((size_t)p * t->h + i / 2) * t->w + j / 2];
+}
+
+static void ref_concat(const void *ctx, double *y)
+{
+    const op_case *t = ctx;
+    size_t hw = (size_t)t->h * t->w, sa = t->c * hw, sb = t->cb * hw;
+    for (int i = 0; i < t->n; i++)
+        for (size_t k = 0; k < sa + sb; k++)
+            y[i * (sa + sb) + k] = k < sa ? t->in[0][i * sa + k] : t->in[1][i * sb + k - sa];
+}
+
+static void ref_sigmoid(const void *ctx, double *y)
+{
+    const op_case *t = ctx;
+    for (size_t i = 0; i < t->out_n; i++)
+        y[i] = 1 / (1 + exp(-t->in[0][i]));
+}
+
+static void ref_gate(const void *ctx, double *y)
+{
+    const op_case *t = ctx;
+    size_t hw = (size_t)t->h * t->w;
+    for (size_t i = 0; i < t->out_n; i++)
+        y[i] = t->in[0][i] * t->in[1][i / hw];
+}
+
+static void ref_bias(const void *ctx, double *y)
+{
+    const op_case *t = ctx;
+    size_t hw = (size_t)t->h * t->w;
+    for (size_t i = 0; i < t->out_n; i++)
+        y[i] = t->in[0][i] + t->in[1][(i / hw) % t->c];
+}
+
+static double op_objective(void *ctx)
+{
+    op_case *t = ctx;
+    double *y = xmalloc(t->out_n * sizeof *y);
+    t->ref(t, y);
+    double l = dot(y, t->r, t->out_n);
+    free(y);
+    return l;
+}
+
+// Checks forward (y from the f32 layer) and, per input, the f32 gradient.
+static void check_op(const char *what, op_case *t, const float *y, float *const grad[2])
+{
+    double *ref = xmalloc(t->out_n * sizeof *ref);
+    t->ref(t, ref);
+    compare_forward(what, y, ref, t->out_n);
+    for (int k = 0; k < 2; k++)
+        if (grad[k])
+            check_gradient(what, op_objective, t, t->in[k], t->in_n[k], grad[k], 1e-4, 200);
+    free(ref);
+}
+
+// The f32 copies of a case's inputs and of r.
+static op_case op_make(int n, int c, int cb, int h, int w, size_t in0, size_t in1, size_t out, float **x0,
+                       float **x1, float **r)
+{
+    op_case t = {.n = n, .c = c, .cb = cb, .h = h, .w = w, .in_n = {in0, in1}, .out_n = out};
+    *x0 = random_f32(in0, -2, 2);
+    *x1 = in1 ? random_f32(in1, -2, 2) : NULL;
+    *r = random_f32(out, -1, 1);
+    t.in[0] = to_f64(*x0, in0);
+    t.in[1] = in1 ? to_f64(*x1, in1) : NULL;
+    t.r = to_f64(*r, out);
+    return t;
+}
+
+static void op_free(op_case *t, float *x0, float *x1, float *r)
+{
+    free(t->in[0]);
+    free(t->in[1]);
+    free(t->r);
+    free(x0);
+    free(x1);
+    free(r);
+}
+
+TEST(upsample2x_nearest)
+{
+    int n = 2, c = 3, h = 5, w = 3;   // odd sizes: no even-size shortcut hides an index error
+    size_t in = (size_t)n * c * h * w, out = 4 * in;
+    float *x, *unused, *r;
+    op_case t = op_make(n, c, 0, h, w, in, 0, out, &x, &unused, &r);
+    t.ref = ref_upsample;
+    float *y = xmalloc(out * sizeof *y), *dx = xmalloc(in * sizeof *dx);
+    upsample2x_forward(n, c, h, w, x, y);
+    upsample2x_backward(n, c, h, w, r, dx);
+    check_op("upsample2x", &t, y, (float *[2]){dx, NULL});
+    free(y);
+    free(dx);
+    op_free(&t, x, unused, r);
+}
+
+TEST(concat_channels)
+{
+    int n = 3, ca = 2, cb = 4, h = 3, w = 5;
+    size_t hw = (size_t)h * w, na = (size_t)n * ca * hw, nb = (size_t)n * cb * hw;
+    float *a, *b, *r;
+    op_case t = op_make(n, ca, cb, h, w, na, nb, na + nb, &a, &b, &r);
+    t.ref = ref_concat;
+    float *y = xmalloc((na + nb) * sizeof *y), *da = xmalloc(na * sizeof *da), *db = xmalloc(nb * sizeof *db);
+    concat_forward(n, ca, cb, hw, a, b, y);
+    concat_backward(n, ca, cb, hw, r, da, db);
+    check_op("concat", &t, y, (float *[2]){da, db});
+    free(y);
+    free(da);
+    free(db);
+    op_free(&t, a, b, r);
+}
+
+TEST(sigmoid)
+{
+    size_t count = 300;
+    float *x, *unused, *r;
+    op_case t = op_make(1, 1, 0, 1, 1, count, 0, count, &x, &unused, &r);
+    t.ref = ref_sigmoid;
+    float *y = xmalloc(count * sizeof *y), *dx = xmalloc(count * sizeof *dx);
+    sigmoid_forward(count, x, y);
+    sigmoid_backward(count, y, r, dx);
+    check_op("sigmoid", &t, y, (float *[2]){dx, NULL});
+    float big[2] = {-200, 200}, out[2];
+    sigmoid_forward(2, big, out);
+    EXPECT(out[0] == 0 && out[1] == 1);
+    free(y);
+    free(dx);
+    op_free(&t, x, unused, r);
+}
+
+TEST(channel_gate)
+{
+    int n = 2, c = 5, h = 4, w = 3;
+    size_t hw = (size_t)h * w, nx = (size_t)n * c * hw;
+    float *x, *g, *r;
+    op_case t = op_make(n, c, 0, h, w, nx, (size_t)n * c, nx, &x, &g, &r);
+    t.ref = ref_gate;
+    float *y = xmalloc(nx * sizeof *y), *dx = xmalloc(nx * sizeof *dx), *dg = xmalloc((size_t)n * c * sizeof *dg);
+    gate_forward(n, c, hw, x, g, y);
+    gate_backward(n, c, hw, x, g, r, dx, dg);
+    check_op("gate", &t, y, (float *[2]){dx, dg});
+    free(y);
+    free(dx);
+    free(dg);
+    op_free(&t, x, g, r);
+}
+
+TEST(channel_bias)
+{
+    int n = 3, c = 4, h = 2, w = 5;
+    size_t hw = (size_t)h * w, nx = (size_t)n * c * hw;
+    float *x, *b, *r;
+    op_case t = op_make(n, c, 0, h, w, nx, (size_t)c, nx, &x, &b, &r);
+    t.ref = ref_bias;
+    float *y = xmalloc(nx * sizeof *y), *db = xmalloc((size_t)c * sizeof *db);
+    memcpy(y, x, nx * sizeof *y);
+    bias_forward(n, c, hw, b, y);
+    for (int k = 0; k < c; k++)
+        db[k] = 0.5f;   // backward adds into the gradient
+    bias_backward(n, c, hw, r, db);
+    for (int k = 0; k < c; k++)
+        db[k] -= 0.5f;
+    check_op("bias", &t, y, (float *[2]){NULL, db});   // dx is dy itself
+    free(y);
+    free(db);
+    op_free(&t, x, b, r);
+}
+
+// ---- one block of PCRL's decoder against PyTorch ---------------------------
+//
+// tests/fixtures/decoder.mts (tests/torch/make_decoder_fixtures.py): the gate
+// MLP on the transformation code, the gated bottleneck upsampled and
+// concatenated with a skip, conv + training-mode BN + ReLU, a conv with bias
+// and a sigmoid, MSE against a target; every gradient from torch autograd in
+// float64.  Composed here from lib/'s layers in f32.
+
+// f32 against the f64 reference: within 1e-4 of the reference's largest entry.
+static void compare_to_torch(const char *what, const char *key, const float *got, const double *want, size_t n)
+{
+    double scale = max_abs(want, n);
+    for (size_t i = 0; i < n; i++)
+        EXPECT_MSG(fabs(got[i] - want[i]) <= 1e-4 * scale + 1e-5 * fabs(want[i]), "%s %s[%zu]: %.9g, torch %.9g",
+                   what, key, i, got[i], want[i]);
+}
+
+// Loads `key` into dst (n floats) and checks the count.
+static void load_into(const mts_reader *r, const mts_frame *f, const char *key, float *dst, size_t n)
+{
+    size_t count;
+    float *v = fixture_f32(r, f, key, &count);
+    EXPECT_MSG(count == n, "%s: %zu values, want %zu", key, count, n);
+    memcpy(dst, v, (count < n ? count : n) * sizeof *dst);
+    free(v);
+}
+
+static void check_grad_key(const mts_reader *r, const mts_frame *f, const char *what, const char *key,
+                           const float *got, size_t n)
+{
+    char dkey[32];
+    snprintf(dkey, sizeof dkey, "d_%s", key);
+    size_t count;
+    double *want = fixture_f64(r, f, dkey, &count);
+    EXPECT_MSG(count == n, "%s: %zu values, want %zu", dkey, count, n);
+    if (count == n)
+        compare_to_torch(what, dkey, got, want, n);
+    free(want);
+}
+
+TEST(decoder_block_torch_parity)
+{
+    mts_reader *r = mts_reader_open("tests/fixtures/decoder.mts", NULL);
+    EXPECT_MSG(r, "cannot open tests/fixtures/decoder.mts (run from the top of the tree)");
+    if (!r)
+        return;
+    mts_frame f;
+    int cases = 0;
+    while (mts_next_record(r, &f, NULL, NULL)) {
+        char what[32];
+        mts_req_str(r, &f, "case", what, sizeof what);
+        int n = (int)mts_req_int(r, &f, "n"), c = (int)mts_req_int(r, &f, "c"), h = (int)mts_req_int(r, &f, "h"),
+            w = (int)mts_req_int(r, &f, "w"), cs = (int)mts_req_int(r, &f, "skip_ch"),
+            mid = (int)mts_req_int(r, &f, "mid"), co = (int)mts_req_int(r, &f, "out_ch"),
+            hidden = (int)mts_req_int(r, &f, "hidden");
+        int H = 2 * h, W = 2 * w;
+        size_t hw = (size_t)h * w, HW = (size_t)H * W, nx = (size_t)n * c * hw, nu = (size_t)n * c * HW,
+               ns = (size_t)n * cs * HW, ncat = nu + ns, nv = (size_t)n * mid * HW, no = (size_t)n * co * HW, count;
+        float *x = fixture_f32(r, &f, "x", &count), *skip = fixture_f32(r, &f, "skip", &count),
+              *code = fixture_f32(r, &f, "code", &count), *target = fixture_f32(r, &f, "target", &count);
+        linear fc1, fc2;
+        linear_init(&fc1, 6, hidden, true);
+        linear_init(&fc2, hidden, c, true);
+        conv2d conv, head;
+        conv2d_init(&conv, c + cs, mid, 3, 1, 1);
+        conv2d_init(&head, mid, co, 3, 1, 1);
+        batchnorm bn;
+        batchnorm_init(&bn, mid);
+        float *head_b = xcalloc((size_t)co, sizeof *head_b), *d_head_b = xcalloc((size_t)co, sizeof *d_head_b);
+        load_into(r, &f, "fc1_w", fc1.weight, (size_t)hidden * 6);
+        load_into(r, &f, "fc1_b", fc1.bias, (size_t)hidden);
+        load_into(r, &f, "fc2_w", fc2.weight, (size_t)c * hidden);
+        load_into(r, &f, "fc2_b", fc2.bias, (size_t)c);
+        load_into(r, &f, "conv_w", conv.weight, (size_t)mid * (c + cs) * 9);
+        load_into(r, &f, "bn_w", bn.weight, (size_t)mid);
+        load_into(r, &f, "bn_b", bn.bias, (size_t)mid);
+        load_into(r, &f, "head_w", head.weight, (size_t)co * mid * 9);
+        load_into(r, &f, "head_b", head_b, (size_t)co);
+
+        // Forward.  a1, r1: (n, hidden); gate: (n, c); xg: (n, c, h, w);
+        // u: (n, c, H, W); cat: (n, c + cs, H, W); v0, v: (n, mid, H, W);
+        // out: (n, co, H, W).
+        float *a1 = xmalloc((size_t)n * hidden * sizeof *a1), *r1 = xmalloc((size_t)n * hidden * sizeof *r1),
+              *gate = xmalloc((size_t)n * c * sizeof *gate), *xg = xmalloc(nx * sizeof *xg),
+              *u = xmalloc(nu * sizeof *u), *cat = xmalloc(ncat * sizeof *cat), *v0 = xmalloc(nv * sizeof *v0),
+              *v = xmalloc(nv * sizeof *v), *out = xmalloc(no * sizeof *out), *dout = xmalloc(no * sizeof *dout);
+        linear_forward(&fc1, n, code, a1);
+        relu_forward((size_t)n * hidden, a1, r1);
+        linear_forward(&fc2, n, r1, gate);
+        sigmoid_forward((size_t)n * c, gate, gate);
+        gate_forward(n, c, hw, x, gate, xg);
+        upsample2x_forward(n, c, h, w, xg, u);
+        concat_forward(n, c, cs, HW, u, skip, cat);
+        conv2d_forward(&conv, n, H, W, cat, v0);
+        batchnorm_forward(&bn, true, n, (int)HW, v0, NULL, true, v);
+        conv2d_forward(&head, n, H, W, v, out);
+        bias_forward(n, co, HW, head_b, out);
+        sigmoid_forward(no, out, out);
+        float loss = mse_loss(out, target, no, dout);
+        EXPECT_CLOSE(loss, mts_req_f64(r, &f, "loss"), 0, 1e-5);
+        double *want_out = fixture_f64(r, &f, "out", &count);
+        compare_to_torch(what, "out", out, want_out, no);
+        free(want_out);
+
+        // Backward, in reverse.
+        float *dv = xmalloc(nv * sizeof *dv), *dv0 = xmalloc(nv * sizeof *dv0), *dcat = xmalloc(ncat * sizeof *dcat),
+              *du = xmalloc(nu * sizeof *du), *dskip = xmalloc(ns * sizeof *dskip), *dxg = xmalloc(nx * sizeof *dxg),
+              *dx = xmalloc(nx * sizeof *dx), *dgate = xmalloc((size_t)n * c * sizeof *dgate),
+              *dr1 = xmalloc((size_t)n * hidden * sizeof *dr1), *dcode = xmalloc((size_t)n * 6 * sizeof *dcode);
+        sigmoid_backward(no, out, dout, dout);
+        bias_backward(n, co, HW, dout, d_head_b);
+        conv2d_backward(&head, n, H, W, v, dout, dv, false);
+        batchnorm_backward(&bn, true, n, (int)HW, v0, v, true, dv, dv0);
+        conv2d_backward(&conv, n, H, W, cat, dv0, dcat, false);
+        concat_backward(n, c, cs, HW, dcat, du, dskip);
+        upsample2x_backward(n, c, h, w, du, dxg);
+        gate_backward(n, c, hw, x, gate, dxg, dx, dgate);
+        sigmoid_backward((size_t)n * c, gate, dgate, dgate);
+        linear_backward(&fc2, n, r1, dgate, dr1);
+        relu_backward((size_t)n * hidden, r1, dr1, dr1);
+        linear_backward(&fc1, n, code, dr1, dcode);
+
+        check_grad_key(r, &f, what, "x", dx, nx);
+        check_grad_key(r, &f, what, "skip", dskip, ns);
+        check_grad_key(r, &f, what, "code", dcode, (size_t)n * 6);
+        check_grad_key(r, &f, what, "fc1_w", fc1.weight_grad, (size_t)hidden * 6);
+        check_grad_key(r, &f, what, "fc1_b", fc1.bias_grad, (size_t)hidden);
+        check_grad_key(r, &f, what, "fc2_w", fc2.weight_grad, (size_t)c * hidden);
+        check_grad_key(r, &f, what, "fc2_b", fc2.bias_grad, (size_t)c);
+        check_grad_key(r, &f, what, "conv_w", conv.weight_grad, (size_t)mid * (c + cs) * 9);
+        check_grad_key(r, &f, what, "bn_w", bn.weight_grad, (size_t)mid);
+        check_grad_key(r, &f, what, "bn_b", bn.bias_grad, (size_t)mid);
+        check_grad_key(r, &f, what, "head_w", head.weight_grad, (size_t)co * mid * 9);
+        check_grad_key(r, &f, what, "head_b", d_head_b, (size_t)co);
+        cases++;
+
+        float *bufs[] = {x, skip, code, target, head_b, d_head_b, a1, r1, gate, xg, u, cat, v0, v, out, dout,
+                         dv, dv0, dcat, du, dskip, dxg, dx, dgate, dr1, dcode};
+        for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+            free(bufs[i]);
+        linear_free(&fc1);
+        linear_free(&fc2);
+        conv2d_free(&conv);
+        conv2d_free(&head);
+        batchnorm_free(&bn);
+    }
+    EXPECT(cases == 2);
+    mts_reader_close(r);
+}
+
 // ---- parameters ---------------------------------------------------------
 
 TEST(param_registration)
@@ -861,6 +1202,12 @@ int main(int argc, char **argv)
     RUN(linear_bias);
     RUN(linear_no_bias);
     RUN(relu_and_add);
+    RUN(upsample2x_nearest);
+    RUN(concat_channels);
+    RUN(sigmoid);
+    RUN(channel_gate);
+    RUN(channel_bias);
+    RUN(decoder_block_torch_parity);
     RUN(param_registration);
     RUN(same_bytes_with_1_and_2_threads);
     conv_workspace_release();

@@ -336,6 +336,34 @@ TEST(sigmoid_bce_values_and_gradient)
     EXPECT_CLOSE(g[3], -0.25, 1e-9, 0);
 }
 
+static double mse_objective(const double *x, const void *ctx)
+{
+    const xent_args *a = ctx;
+    double sum = 0;
+    for (int k = 0; k < a->n; k++)
+        sum += (x[k] - a->targets[k]) * (x[k] - a->targets[k]);
+    return sum / a->n;
+}
+
+TEST(mse_values_and_gradient)
+{
+    enum { N = 37 };
+    float p[3] = {1, 2, 3}, t3[3] = {1, 0, 6}, g[N];
+    EXPECT_CLOSE(mse_loss(p, t3, 3, g), 13.0 / 3, 0, LOSS_RTOL);   // (0 + 4 + 9) / 3
+    EXPECT_CLOSE(g[1], 4.0 / 3, 1e-7, 0);
+    EXPECT_CLOSE(g[2], -2.0, 1e-9, 0);
+    rng_t r = rng_make(6, 0, 0, 0);
+    float x[N], t[N];
+    fill_normal(&r, x, N, 1.0f);
+    fill_normal(&r, t, N, 1.0f);
+    double *xd = to_double(x, N), *td = to_double(t, N);
+    xent_args a = {NULL, td, N, 1};
+    EXPECT_CLOSE(mse_loss(x, t, N, g), mse_objective(xd, &a), 0, LOSS_RTOL);
+    double *fd = finite_differences(mse_objective, xd, N, &a);
+    EXPECT_GRAD_CLOSE(g, fd, N, GRAD_TOL);
+    free(fd), free(xd), free(td);
+}
+
 // ---- PyTorch parity --------------------------------------------------------------
 
 static float *req_f32(const mts_reader *r, const mts_frame *f, const char *key, size_t *count)
@@ -442,6 +470,7 @@ int main(void)
     RUN(ntxent_zero_row_is_finite);
     RUN(softmax_xent_values_and_gradient);
     RUN(sigmoid_bce_values_and_gradient);
+    RUN(mse_values_and_gradient);
     RUN(torch_parity);
     return CHECK_DONE();
 }
