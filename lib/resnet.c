@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "act.h"
 #include "pool.h"
 #include "rng.h"
 #include "util.h"
@@ -141,6 +142,7 @@ void resnet_init(resnet *m, const resnet_config *cfg, uint64_t seed)
                        layer + 1, i);
             in = out;
         }
+        m->stage_last_block[layer] = k - 1;
     }
     m->feature_dim = in;
 
@@ -348,7 +350,43 @@ static void block_backward(resnet_block *b, bool training, int n, const float *x
     conv2d_backward(&b->conv[0], n, b->in_h, b->in_w, x, g1, g_io, true);
 }
 
-void resnet_backward(resnet *m, const float *dfeatures)
+void resnet_stage_shape(const resnet_config *cfg, int stage, int h, int w, int *c, int *oh, int *ow)
+{
+    checked_layer_counts(cfg);
+    bool bottleneck = cfg->depth >= 50;
+    if (stage < 0 || stage > 4)
+        die("resnet", "stage %d: expected 0 to 4", stage);
+    // Every downsampling conv (7x7 s2 p3, 3x3 s2 p1, 1x1 s2) and the max
+    // pool (3x3 s2 p1) give ceil(size / 2).
+    int halvings = cfg->stem == RESNET_STEM_LARGE ? (stage == 0 ? 1 : stage + 1) : (stage <= 1 ? 0 : stage - 1);
+    for (int i = 0; i < halvings; i++)
+        h = (h + 1) / 2, w = (w + 1) / 2;
+    *oh = h, *ow = w;
+    int planes = stage == 0 ? 0 : scaled_width(64 << (stage - 1), cfg->width);
+    *c = stage == 0 ? scaled_width(64, cfg->width) : bottleneck ? 4 * planes : planes;
+}
+
+const float *resnet_stage_output(const resnet *m, int stage)
+{
+    if (stage == 0)
+        return m->stem_act;
+    const resnet_block *b = &m->blocks[m->stage_last_block[stage - 1]];
+    return b->bn_out[b->nconv - 1];
+}
+
+// g += d over the stage's map, when there is a d.
+static void add_stage_grad(const resnet *m, int stage, const float *const dstages[5], float *g)
+{
+    if (!dstages || !dstages[stage])
+        return;
+    int c, h, w;
+    resnet_stage_shape(&m->cfg, stage, m->h, m->w, &c, &h, &w);
+    add_forward((size_t)m->n * c * h * w, g, dstages[stage], g);
+}
+
+void resnet_backward(resnet *m, const float *dfeatures) { resnet_backward_stages(m, dfeatures, NULL); }
+
+void resnet_backward_stages(resnet *m, const float *dfeatures, const float *const dstages[5])
 {
     const int n = m->n;
     size_t largest;
@@ -363,8 +401,14 @@ void resnet_backward(resnet *m, const float *dfeatures)
     float *g0 = m->grad[0], *g1 = m->grad[1], *g2 = m->grad[2];
 
     const resnet_block *last = &m->blocks[m->nblocks - 1];
-    avgpool_global_backward(n, m->feature_dim, last->out_h * last->out_w, dfeatures, g0);
+    if (dfeatures)
+        avgpool_global_backward(n, m->feature_dim, last->out_h * last->out_w, dfeatures, g0);
+    else
+        memset(g0, 0, (size_t)n * m->feature_dim * last->out_h * last->out_w * sizeof *g0);
     for (int k = m->nblocks - 1; k >= 0; k--) {
+        for (int s = 1; s <= 4; s++)
+            if (m->stage_last_block[s - 1] == k)
+                add_stage_grad(m, s, dstages, g0);
         const float *x = k > 0 ? m->blocks[k - 1].bn_out[m->blocks[k - 1].nconv - 1]
                          : m->cfg.stem == RESNET_STEM_LARGE ? m->stem_pool
                                                             : m->stem_act;
@@ -377,6 +421,7 @@ void resnet_backward(resnet *m, const float *dfeatures)
                            g1);
         g_act = g1, g_conv = g2;
     }
+    add_stage_grad(m, 0, dstages, g_act);
     batchnorm_backward(&m->bn1, m->training, n, m->stem_h * m->stem_w, m->stem_conv,
                        m->stem_act, true, g_act, g_conv);
     conv2d_backward(&m->conv1, n, m->h, m->w, m->input, g_conv, NULL, false);

@@ -63,6 +63,7 @@ typedef struct {
     int nblocks;
     resnet_block *blocks;
     int feature_dim;
+    int stage_last_block[4];   // the last block of layer1..layer4
     param_list params;
     // The last forward's batch (backward repeats its mode and shapes) and
     // its input, which backward reads (the caller keeps it until then).
@@ -104,5 +105,19 @@ void resnet_forward(resnet *m, bool training, int n, int h, int w, const float *
 // Adds into every parameter's gradient (zero them first: param_zero_grad).
 // The input gets no gradient.
 void resnet_backward(resnet *m, const float *dfeatures);
+
+// ---- the stages, for a decoder (unet.h) ------------------------------------
+//
+// Stage 0 is the stem's output before the max pool (after conv1, bn1 and
+// ReLU), stages 1-4 the outputs of layer1..layer4.
+
+// Stage s's channels and, for an h x w input, its map size.
+void resnet_stage_shape(const resnet_config *cfg, int stage, int h, int w, int *c, int *oh, int *ow);
+// Stage s's output of the last forward: (n, c, oh, ow), in the arena.
+const float *resnet_stage_output(const resnet *m, int stage);
+// resnet_backward with gradients added at the stage outputs as well:
+// dstages[s] (n, c, oh, ow) of stage s, or NULL for none; dfeatures may be
+// NULL (no gradient through the pooled features).
+void resnet_backward_stages(resnet *m, const float *dfeatures, const float *const dstages[5]);
 
 #endif

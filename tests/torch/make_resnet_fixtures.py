@@ -19,6 +19,10 @@ follows.  Computed in float64; the gradients are stored rounded to float32.
 Each case also records how far PyTorch's own float32 run lands from those
 float64 results (features, and the worst parameter gradient, relative to
 the largest entry of the tensor), which sets the C test's tolerances.
+A second backward adds gradients at the stage maps a decoder reads (the
+stem's output before the max pool, layer1..layer4's outputs), for
+resnet_backward_stages: every parameter gradient, and PyTorch's float32
+error on it.
 """
 import os
 import sys
@@ -180,6 +184,31 @@ def train_step(model, x):
     return features.detach().double(), [p.grad.double() for p in model.parameters()]
 
 
+STAGE_TENSOR = 2000   # r of stage s is tensor 2000 + s
+
+
+def stage_step(model, x):
+    """Training-mode forward; backward of sum(r f) plus sum(r_s stage_s) over
+    the stem's output before the max pool and layer1..layer4's outputs (the
+    maps a U-Net decoder reads, lib/resnet.h's stages 0-4)."""
+    model.train()
+    s0 = model.relu(model.bn1(model.conv1(x)))
+    stages = [s0]
+    cur = model.maxpool(s0)
+    for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
+        cur = layer(cur)
+        stages.append(cur)
+    features = torch.flatten(model.avgpool(cur), 1)
+    r = torch.from_numpy(centred(DFEATURES_TENSOR, features.numel()).astype(np.float32)
+                         .reshape(features.shape)).to(features.dtype)
+    objective = (features * r).sum()
+    for k, st in enumerate(stages):
+        rk = torch.from_numpy(centred(STAGE_TENSOR + k, st.numel()).astype(np.float32).reshape(st.shape))
+        objective = objective + (st * rk.to(st.dtype)).sum()
+    objective.backward()
+    return [p.grad.double() for p in model.parameters()]
+
+
 def relative_error(a, ref):
     return float((a - ref).abs().max() / ref.abs().max())
 
@@ -200,6 +229,8 @@ def run_case(depth, width, stem, in_ch, n, h, w):
     # narrow, deep nets with batch statistics over few values amplify
     # rounding, and the C test's tolerances scale with this.
     features32, grads32 = train_step(build(depth, width, stem, in_ch, torch.float32), x32)
+    stage_grads = stage_step(build(depth, width, stem, in_ch, torch.float64), x)
+    stage_grads32 = stage_step(build(depth, width, stem, in_ch, torch.float32), x32)
     return {
         "depth": depth, "width": width, "stem": stem, "in_ch": in_ch, "n": n, "h": h, "w": w,
         "names": " ".join(name for name, _ in model.named_parameters()),
@@ -210,6 +241,8 @@ def run_case(depth, width, stem, in_ch, n, h, w):
         "eval_features": tensor(eval_features.numpy(), np.float64),
         "torch_f32_features_error": relative_error(features32, features),
         "torch_f32_grad_error": max(relative_error(a, b) for a, b in zip(grads32, grads)),
+        "stage_grads": tensor(np.concatenate([g.numpy().ravel() for g in stage_grads]), np.float32),
+        "torch_f32_stage_grad_error": max(relative_error(a, b) for a, b in zip(stage_grads32, stage_grads)),
     }
 
 

@@ -1,9 +1,11 @@
 // ResNet tests: parameter counts and names against torchvision's, parity
 // with PyTorch (tests/fixtures/resnet.mts, written by
 // tests/torch/make_resnet_fixtures.py) for a forward, backward, running
-// statistics and an eval forward, and byte-identical results with 1 and 2
+// statistics, an eval forward and a backward with gradients at the stage
+// maps (a decoder's skips), and byte-identical results with 1 and 2
 // threads.
 #include <math.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,6 +280,38 @@ TEST(torch_parity)
         want = req_f64(r, &f, "eval_features", &count);
         expect_close_tensor("eval features", features, want, nf, features_tol);
         free(want);
+
+        // Gradients at the stage maps too (resnet_backward_stages), r of
+        // stage s the closed-form tensor 2000 + s.
+        resnet_forward(&m, true, n, h, w, x, features);
+        float *r_stage[5];
+        for (int st = 0; st < 5; st++) {
+            int sc, sh, sw;
+            resnet_stage_shape(&cfg, st, h, w, &sc, &sh, &sw);
+            r_stage[st] = fixture_input(2000 + (uint64_t)st, (size_t)n * sc * sh * sw);
+        }
+        param_zero_grad(&m.params);
+        resnet_backward_stages(&m, r_feat, (const float *const *)r_stage);
+        mts_req_tensor(r, &f, "stage_grads", &gt);
+        EXPECT(mts_tensor_count(&gt) == param_count(&m.params));
+        grads = xaligned_alloc(mts_tensor_count(&gt) * sizeof(float));
+        mts_tensor_to_f32(&gt, grads);
+        grad_tol = 1e-5 + FLOAT32_SLACK * mts_req_f64(r, &f, "torch_f32_stage_grad_error");
+        at = 0;
+        for (int i = 0; i < m.params.count; i++) {
+            param_t *p = &m.params.items[i];
+            double *ref = xmalloc(p->n * sizeof(double));
+            for (size_t j = 0; j < p->n; j++)
+                ref[j] = grads[at + j];
+            char what[PARAM_NAME_MAX + 16];
+            snprintf(what, sizeof what, "%s (stages)", p->name);
+            expect_close_tensor(what, p->g, ref, p->n, grad_tol);
+            free(ref);
+            at += p->n;
+        }
+        free(grads);
+        for (int st = 0; st < 5; st++)
+            free(r_stage[st]);
 
         free(x), free(r_feat), free(features);
         resnet_free(&m);
