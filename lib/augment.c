@@ -42,7 +42,7 @@ void aug_config_default(aug_config *c)
 // ---- drawing -------------------------------------------------------------------
 
 // Each kind of choice has its own stream (seed, epoch, record, view << 8 | kind).
-enum { DRAW_CROP, DRAW_FLIP, DRAW_ROTATE, DRAW_JITTER, DRAW_GREY, DRAW_BLUR, DRAW_NOISE };
+enum { DRAW_CROP, DRAW_FLIP, DRAW_ROTATE, DRAW_JITTER, DRAW_GREY, DRAW_BLUR, DRAW_NOISE, DRAW_TARGET };
 
 static float uniform_in(rng_t *r, float lo, float hi) { return lo + (hi - lo) * rng_uniform(r); }
 
@@ -131,12 +131,21 @@ void aug_draw(const aug_config *c, int height, int width, int src_channels,
     r = rng_make(seed, epoch, record, v | DRAW_NOISE);
     p->noise = rng_uniform(&r) < c->noise_p && c->noise_std > 0;
     p->noise_rng = r;
+
+    r = rng_make(seed, epoch, record, v | DRAW_TARGET);
+    p->target_vflip = rng_uniform(&r) < 0.5f;
+    p->target_hflip = rng_uniform(&r) < 0.5f;
+    p->target_quarter_turns = (int)(rng_uniform(&r) * 4) & 3;
 }
 
 // ---- rendering -----------------------------------------------------------------
 
-void aug_render(const aug_config *c, const aug_params *p, const img_src *src, float *out,
-                img_workspace *ws)
+static void colour_ops(const aug_config *c, const aug_params *p, int work, float *out, img_workspace *ws);
+
+// The view, or (colour_free) its geometry alone: crop + resize (+ rotation,
+// flips) to S x S, then the colour operations and noise.
+static void render(const aug_config *c, const aug_params *p, const img_src *src, float *out,
+                   img_workspace *ws, bool colour_free)
 {
     int S = c->size;
     size_t n = (size_t)S * S;
@@ -155,7 +164,28 @@ void aug_render(const aug_config *c, const aug_params *p, const img_src *src, fl
                         p->hflip, p->vflip, x, ws);
     if (x != out)
         img_luma(x, n, out);
+    if (!colour_free) {
+        colour_ops(c, p, work, out, ws);
+        if (p->noise) {
+            rng_t r = p->noise_rng;
+            img_noise(out, work, n, c->noise_std, &r);
+        }
+    }
+    for (int ch = work; ch < c->channels; ch++)
+        memcpy(out + ch * n, out, n * sizeof(float));
+}
 
+void aug_render(const aug_config *c, const aug_params *p, const img_src *src, float *out,
+                img_workspace *ws)
+{
+    render(c, p, src, out, ws, false);
+}
+
+// Jitter, grey and blur on `work` planes of S x S.
+static void colour_ops(const aug_config *c, const aug_params *p, int work, float *out, img_workspace *ws)
+{
+    int S = c->size;
+    size_t n = (size_t)S * S;
     bool colour = work == 3;
     for (int k = 0; p->jitter && k < 4; k++) {
         switch (p->order[k]) {
@@ -178,12 +208,42 @@ void aug_render(const aug_config *c, const aug_params *p, const img_src *src, fl
         int radius = (int)(c->blur_kernel * S) / 2;
         img_blur(out, work, S, S, p->sigma, img_blur_radius(p->sigma, radius), ws);
     }
-    if (p->noise) {
-        rng_t r = p->noise_rng;
-        img_noise(out, work, n, c->noise_std, &r);
+}
+
+void aug_render_target(const aug_config *c, const aug_params *p, const img_src *src, float *out,
+                       img_workspace *ws)
+{
+    render(c, p, src, out, ws, true);
+    int S = c->size;
+    size_t n = (size_t)S * S;
+    float *plane = img_scratch_get(&ws->view, n * sizeof(float));
+    for (int ch = 0; ch < c->channels; ch++) {
+        float *x = out + ch * n;
+        memcpy(plane, x, n * sizeof(float));
+        // x[i][j] = plane after the flips and the turns: a quarter turn
+        // counter-clockwise takes (i, j) from (j, S-1-i).
+        for (int i = 0; i < S; i++)
+            for (int j = 0; j < S; j++) {
+                int si = i, sj = j;
+                for (int t = 0; t < p->target_quarter_turns; t++) {
+                    int ti = sj, tj = S - 1 - si;
+                    si = ti, sj = tj;
+                }
+                if (p->target_hflip)
+                    sj = S - 1 - sj;
+                if (p->target_vflip)
+                    si = S - 1 - si;
+                x[(size_t)i * S + j] = plane[(size_t)si * S + sj];
+            }
     }
-    for (int ch = work; ch < c->channels; ch++)
-        memcpy(out + ch * n, out, n * sizeof(float));
+}
+
+void aug_target_code(const aug_params *p, float code[6])
+{
+    memset(code, 0, 6 * sizeof *code);
+    code[0] = p->target_vflip;
+    code[1] = p->target_hflip;
+    code[2 + p->target_quarter_turns] = 1;
 }
 
 // ---- contact sheet ---------------------------------------------------------------

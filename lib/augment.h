@@ -61,6 +61,11 @@ typedef struct {
     float sigma;
     bool noise;
     rng_t noise_rng;                     // the noise values' own stream
+    // PCRL's reconstruction target (aug_render_target): flips and a
+    // rotation by quarter turns of the colour-free view, drawn apart from
+    // the view's own (each 0.5; k uniform in 0..3).
+    bool target_vflip, target_hflip;
+    int target_quarter_turns;
 } aug_params;
 
 // The view's choices for a source of height x width with `src_channels`
@@ -72,6 +77,18 @@ void aug_draw(const aug_config *c, int height, int width, int src_channels,
 // the plane, RGB sources grey by luma, when c->channels asks.
 void aug_render(const aug_config *c, const aug_params *p, const img_src *src, float *out,
                 img_workspace *ws);
+
+// PCRL's reconstruction target of the view: its crop, resize, rotation and
+// flips without any colour operation, in the output's channels, then
+// flipped vertically (target_vflip), horizontally (target_hflip) and turned
+// a quarter counter-clockwise target_quarter_turns times, in that order (the
+// official code's np.flip(axis=1), np.flip(axis=2), np.rot90(axes=(1, 2))).
+// out: (c->channels, S, S) in [0, 1].
+void aug_render_target(const aug_config *c, const aug_params *p, const img_src *src, float *out,
+                       img_workspace *ws);
+// The 6 values that tell the decoder the target's transformation:
+// (vflip, hflip, one-hot of the quarter turns 0..3).
+void aug_target_code(const aug_params *p, float code[6]);
 
 // Writes a contact sheet PNG: `rows` x `cols` tiles, each (channels, S, S)
 // u8 (tiles[r * cols + k]; NULL leaves a blank tile), 2-pixel grey gaps.

@@ -63,6 +63,9 @@ static const char usage_text[] =
     "      --vflip-p P         vertical flip probability (0)\n"
     "      --noise STD         Gaussian noise std, in [0, 1] units (0)\n"
     "      --noise-p P         noise probability (0.5)\n"
+    "PCRL:\n"
+    "      --targets           also write each view's reconstruction target (KEY_target:\n"
+    "                          the colour-free view flipped and turned as KEY_code says)\n"
     "other:\n"
     "  -T, --threads N         threads (MEDSSL_THREADS, else all cores)\n"
     "  -q, --quiet             no progress lines\n"
@@ -86,6 +89,9 @@ typedef struct {
     img_src src;              // points into the slot's copy of the frame
     void *out;                // (C, S, S) f32 or u8
     size_t out_cap;
+    void *target;             // --targets: (C, S, S) f32 in [0, 1] or u8
+    size_t target_cap;
+    float code[6];            // --targets: the target's transformation
     uint8_t *tile;            // (C, S, S) u8 for the contact sheet, or NULL
     size_t tile_cap;
 } view_job;
@@ -124,6 +130,7 @@ typedef struct {
     aug_config cfg;
     uint64_t seed;
     bool u8;
+    bool targets;             // --targets: PCRL's reconstruction targets
     int channels_opt;         // --channels, 0 when not given
     float mean[3], std[3];
     int nmean, nstd;
@@ -187,7 +194,7 @@ static void parse_options(state *st, int argc, char **argv)
         OPT_CHANNELS = 256, OPT_U8, OPT_MEAN, OPT_STD, OPT_SHEET, OPT_SHEET_COUNT, OPT_SEED,
         OPT_EVAL, OPT_CROP_FRACTION, OPT_AREA, OPT_ASPECT, OPT_FLIP_P, OPT_JITTER, OPT_JITTER_P,
         OPT_BRIGHTNESS, OPT_CONTRAST, OPT_SATURATION, OPT_HUE, OPT_GREY_P, OPT_BLUR_P,
-        OPT_BLUR_SIGMA, OPT_BLUR_KERNEL, OPT_ROTATE, OPT_VFLIP_P, OPT_NOISE, OPT_NOISE_P,
+        OPT_BLUR_SIGMA, OPT_BLUR_KERNEL, OPT_ROTATE, OPT_VFLIP_P, OPT_NOISE, OPT_NOISE_P, OPT_TARGETS,
     };
     static const struct option longopts[] = {
         {"size", required_argument, 0, 's'},
@@ -219,6 +226,7 @@ static void parse_options(state *st, int argc, char **argv)
         {"vflip-p", required_argument, 0, OPT_VFLIP_P},
         {"noise", required_argument, 0, OPT_NOISE},
         {"noise-p", required_argument, 0, OPT_NOISE_P},
+        {"targets", no_argument, 0, OPT_TARGETS},
         {"threads", required_argument, 0, 'T'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
@@ -264,6 +272,7 @@ static void parse_options(state *st, int argc, char **argv)
         case OPT_VFLIP_P: c->vflip_p = (float)cli_double("--vflip-p", optarg, 0, 1); break;
         case OPT_NOISE: c->noise_std = (float)cli_double("--noise", optarg, 0, 10); break;
         case OPT_NOISE_P: c->noise_p = (float)cli_double("--noise-p", optarg, 0, 1); break;
+        case OPT_TARGETS: st->targets = true; break;
         case 'T': st->threads = (int)cli_int("--threads", optarg, 1, 4096); break;
         case 'q': st->quiet = true; break;
         case 'h': fputs(usage_text, stdout); exit(0);
@@ -457,6 +466,18 @@ static void augment_view(const state *st, const slot *s, view_job *v, thread_scr
         img_to_u8(x, c->channels, n, v->out);
     else
         img_normalize(x, c->channels, n, st->mean, st->std, x);
+    if (!st->targets)
+        return;
+    if (out_bytes > v->target_cap) {
+        free(v->target);
+        v->target = xaligned_alloc(out_bytes);
+        v->target_cap = out_bytes;
+    }
+    float *t = st->u8 ? img_scratch_get(&ts->planes, values * sizeof(float)) : v->target;
+    aug_render_target(c, &p, &v->src, t, &ts->ws);
+    if (st->u8)
+        img_to_u8(t, c->channels, n, v->target);
+    aug_target_code(&p, v->code);
 }
 
 typedef struct {
@@ -562,7 +583,7 @@ static void write_record(state *st, const slot *s)
     const aug_config *c = &st->cfg;
     int64_t shape[3] = {c->channels, c->size, c->size};
     const msgpack_object_map *m = &s->frame.root.via.map;
-    mts_begin_map(st->out, m->size);
+    mts_begin_map(st->out, m->size + (st->targets ? 2 * (uint32_t)s->nviews : 0));
     for (uint32_t i = 0; i < m->size; i++) {
         const view_job *v = NULL;
         for (int k = 0; k < s->nviews; k++) {
@@ -575,6 +596,16 @@ static void write_record(state *st, const slot *s)
         if (v) {
             mts_tensor t = mts_tensor_make(st->u8 ? MTS_U8 : MTS_F32, 3, shape, v->out);
             mts_put_tensor(st->out, image_keys[v->key], &t);
+            if (st->targets) {
+                char key[32];
+                snprintf(key, sizeof key, "%s_target", image_keys[v->key]);
+                t = mts_tensor_make(st->u8 ? MTS_U8 : MTS_F32, 3, shape, v->target);
+                mts_put_tensor(st->out, key, &t);
+                snprintf(key, sizeof key, "%s_code", image_keys[v->key]);
+                int64_t six = 6;
+                t = mts_tensor_make(MTS_F32, 1, &six, v->code);
+                mts_put_tensor(st->out, key, &t);
+            }
         } else {
             msgpack_pack_object(mts_packer(st->out), m->ptr[i].key);
             msgpack_pack_object(mts_packer(st->out), m->ptr[i].val);
@@ -621,6 +652,7 @@ static void free_window(window *w)
         for (int k = 0; k < NKEYS; k++) {
             free(s->views[k].out);
             free(s->views[k].tile);
+            free(s->views[k].target);
         }
     }
     free(w->slots);

@@ -172,3 +172,50 @@ EOF
 else
     echo "skip - comparison with PIL: python3-pil, -numpy or -msgpack not installed"
 fi
+
+# --targets (PCRL): per view the colour-free view, flipped and turned as its
+# code says, and the code itself.  With the colour operations on, the
+# target is the u8 view without them: render each view again with them off
+# (same seed: same crop, rotation and flips) and undo the code.
+mkpairs 12 3 48 40 micle > tpairs.mts
+augment -q --seed 5 -s 24 --rotate 20 --u8 --targets < tpairs.mts > targets.mts
+augment -q --seed 5 -s 24 --rotate 20 --u8 --jitter-p 0 --grey-p 0 --blur-p 0 < tpairs.mts > plain.mts
+augment -q --seed 5 -s 24 --targets < tpairs.mts > t1.mts
+augment -q --seed 5 -s 24 < tpairs.mts > t0.mts
+out=$(mts show --no-stats targets.mts | awk '$2 == "record"')
+[ "$(grep -c 'a=u8\[3,24,24\] a_target=u8\[3,24,24\] a_code=f32\[6\].*b=u8\[3,24,24\] b_target=u8\[3,24,24\] b_code=f32\[6\]' <<<"$out")" -eq 12 ] \
+    && pass "--targets: KEY_target and KEY_code after each view" || fail "--targets keys" "$out"
+if $PY -c 'import msgpack, numpy' 2>/dev/null; then
+    if res=$($PY - targets.mts plain.mts t1.mts t0.mts <<'PY' 2>&1
+import sys, msgpack, numpy as np
+def records(path):
+    return [r for r in msgpack.Unpacker(open(path, "rb"), raw=False) if "mts" not in r]
+def arr(t):
+    return np.frombuffer(t["data"], dtype={"u8": "u1", "f32": "<f4"}[t["dtype"]]).reshape(t["shape"])
+seen = set()
+for t, p in zip(records(sys.argv[1]), records(sys.argv[2])):
+    for v in "ab":
+        code = arr(t[v + "_code"])
+        k = int(np.argmax(code[2:]))
+        assert sorted(code[2:]) == [0, 0, 0, 1] and code[0] in (0, 1) and code[1] in (0, 1), code
+        seen.add((int(code[0]), int(code[1]), k))
+        want = arr(p[v])
+        if code[0]: want = np.flip(want, axis=1)
+        if code[1]: want = np.flip(want, axis=2)
+        want = np.rot90(want, k=k, axes=(1, 2))
+        assert np.array_equal(arr(t[v + "_target"]), want), (v, code)
+for t, p in zip(records(sys.argv[3]), records(sys.argv[4])):
+    for v in "ab":   # the views themselves do not change with --targets
+        assert t[v]["data"] == p[v]["data"], v
+        assert 0 <= arr(t[v + "_target"]).min() and arr(t[v + "_target"]).max() <= 1
+print(len(seen))
+PY
+); then
+        [ "$res" -ge 4 ] && pass "--targets: the target is the colour-free view under its code ($res distinct codes); views unchanged, f32 targets in [0, 1]" \
+            || fail "--targets codes" "only $res distinct codes"
+    else
+        fail "--targets against the colour-free view" "$res"
+    fi
+else
+    echo "skip - --targets against the colour-free view: python3-msgpack or python3-numpy not installed"
+fi
