@@ -9,6 +9,40 @@
 // torch's F.normalize: rows shorter than this are divided by it instead.
 #define NORM_EPS 1e-12
 
+// u = z / max(|z|, eps) row by row (torch's F.normalize); inv_norm (rows)
+// keeps 1 / max(|z|, eps) for the backward.
+static void normalize_rows(const float *z, int rows, int dim, float *u, double *inv_norm)
+{
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const float *zr = z + (size_t)r * dim;
+        double ss = 0;
+        for (int d = 0; d < dim; d++)
+            ss += (double)zr[d] * zr[d];
+        inv_norm[r] = 1.0 / fmax(sqrt(ss), NORM_EPS);
+        for (int d = 0; d < dim; d++)
+            u[(size_t)r * dim + d] = (float)(zr[d] * inv_norm[r]);
+    }
+}
+
+// g (rows, dim): the gradient at u on entry, at z on return: through
+// u = z / |z|, dz = (du - u (u . du)) / |z|, or du / eps for a row shorter
+// than eps (where the norm is the constant eps).
+static void normalize_backward(const float *u, const double *inv_norm, int rows, int dim, float *g)
+{
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *gr = g + (size_t)r * dim;
+        const float *ur = u + (size_t)r * dim;
+        double udu = 0;
+        if (inv_norm[r] < 1.0 / NORM_EPS)
+            for (int d = 0; d < dim; d++)
+                udu += (double)ur[d] * gr[d];
+        for (int d = 0; d < dim; d++)
+            gr[d] = (float)((gr[d] - ur[d] * udu) * inv_norm[r]);
+    }
+}
+
 float ntxent_loss(const float *z, int rows, int dim, int lo, int hi, float tau,
                   float *dz, int *correct)
 {
@@ -24,16 +58,7 @@ float ntxent_loss(const float *z, int rows, int dim, int lo, int hi, float tau,
     double *anchor_loss = xmalloc((size_t)anchors * sizeof(double));
     int *anchor_correct = xmalloc((size_t)anchors * sizeof(int));
 
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        const float *zr = z + (size_t)r * dim;
-        double ss = 0;
-        for (int d = 0; d < dim; d++)
-            ss += (double)zr[d] * zr[d];
-        inv_norm[r] = 1.0 / fmax(sqrt(ss), NORM_EPS);
-        for (int d = 0; d < dim; d++)
-            u[(size_t)r * dim + d] = (float)(zr[d] * inv_norm[r]);
-    }
+    normalize_rows(z, rows, dim, u, inv_norm);
 
     // sim = u[lo:hi] u^T / tau
     gemm_f32(false, true, anchors, rows, dim, 1.0f / tau, u + (size_t)lo * dim, dim, u, dim,
@@ -87,19 +112,7 @@ float ntxent_loss(const float *z, int rows, int dim, int lo, int hi, float tau,
                  dim, 0.0f, dz, dim);
         gemm_f32(false, false, anchors, dim, rows, 1.0f / tau, sim, rows, u, dim, 1.0f,
                  dz + (size_t)lo * dim, dim);
-        // Through u = z / |z|: dz = (du - u (u . du)) / |z|, or du / eps for
-        // a row shorter than eps (where the norm is the constant eps).
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < rows; r++) {
-            float *g = dz + (size_t)r * dim;
-            const float *ur = u + (size_t)r * dim;
-            double udu = 0;
-            if (inv_norm[r] < 1.0 / NORM_EPS)
-                for (int d = 0; d < dim; d++)
-                    udu += (double)ur[d] * g[d];
-            for (int d = 0; d < dim; d++)
-                g[d] = (float)((g[d] - ur[d] * udu) * inv_norm[r]);
-        }
+        normalize_backward(u, inv_norm, rows, dim, dz);
     }
 
     free(u);
@@ -176,4 +189,71 @@ float mse_loss(const float *pred, const float *target, size_t n, float *dpred)
             dpred[k] = (float)(2.0 * d / (double)n);
     }
     return (float)(loss / (double)n);
+}
+
+float infonce_queue(const float *q, const float *k, int n, int dim, const float *queue, int K, float tau,
+                    float *dq, int *correct)
+{
+    if (n < 1 || dim < 1 || K < 0 || !(tau > 0))
+        die("infonce", "bad arguments: n %d, dim %d, queue %d, tau %g", n, dim, K, tau);
+    size_t nd = mul_size((size_t)n, (size_t)dim, "infonce");
+    float *u = xaligned_alloc(nd * sizeof(float)), *v = xaligned_alloc(nd * sizeof(float));
+    double *inv_norm = xmalloc((size_t)n * sizeof(double)), *key_norm = xmalloc((size_t)n * sizeof(double));
+    normalize_rows(q, n, dim, u, inv_norm);
+    normalize_rows(k, n, dim, v, key_norm);
+    // (n, 1 + K): the positive's logit, then the queue's; then dl/dlogit.
+    size_t cols = (size_t)K + 1;
+    float *logits = xaligned_alloc(mul_size((size_t)n, cols, "infonce") * sizeof(float));
+    if (K > 0)
+        gemm_f32(false, true, n, K, dim, 1.0f / tau, u, dim, queue, dim, 0.0f, logits + 1, (int)cols);
+    double *row_loss = xmalloc((size_t)n * sizeof *row_loss);   // summed in order below
+    int ncorrect = 0;
+#pragma omp parallel for schedule(static) reduction(+ : ncorrect)
+    for (int i = 0; i < n; i++) {
+        float *l = logits + (size_t)i * cols;
+        double pos = 0;
+        for (int d = 0; d < dim; d++)
+            pos += (double)u[(size_t)i * dim + d] * v[(size_t)i * dim + d];
+        const float l_pos = (float)(pos / tau);
+        l[0] = l_pos;
+        float max = l_pos;
+        int beaten = 0;
+        for (size_t j = 1; j < cols; j++) {
+            if (l[j] > max)
+                max = l[j];
+            beaten += l[j] >= l[0];
+        }
+        double sum = 0;
+        for (size_t j = 0; j < cols; j++) {
+            float e = expf(l[j] - max);
+            sum += e;
+            l[j] = e;
+        }
+        row_loss[i] = max + log(sum) - l_pos;
+        ncorrect += beaten == 0;
+        for (size_t j = 0; j < cols; j++)
+            l[j] = (float)((l[j] / sum - (j == 0)) / n);
+    }
+    double loss = 0;
+    for (int i = 0; i < n; i++)
+        loss += row_loss[i];
+    free(row_loss);
+    if (correct)
+        *correct = ncorrect;
+    if (dq) {
+        // du_i = (G_i0 v_i + sum_k G_ik Q_k) / tau, then through u = q / |q|.
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++)
+            for (int d = 0; d < dim; d++)
+                dq[(size_t)i * dim + d] = logits[(size_t)i * cols] * v[(size_t)i * dim + d] / tau;
+        if (K > 0)
+            gemm_f32(false, false, n, dim, K, 1.0f / tau, logits + 1, (int)cols, queue, dim, 1.0f, dq, dim);
+        normalize_backward(u, inv_norm, n, dim, dq);
+    }
+    free(u);
+    free(v);
+    free(inv_norm);
+    free(key_norm);
+    free(logits);
+    return (float)(loss / n);
 }

@@ -1,7 +1,8 @@
 // loss: the training objectives, each a forward and backward pass in one
 // call: NT-Xent for contrastive pretraining (SimCLR, MICLe), softmax cross
 // entropy for multi-class fine-tuning, sigmoid binary cross entropy for
-// multi-label fine-tuning, mean squared error for reconstruction (PCRL).
+// multi-label fine-tuning, InfoNCE against a queue of keys and mean squared
+// error for reconstruction (PCRL).
 //
 // Each returns the loss and, when the gradient pointer is not NULL, writes
 // (does not accumulate) the gradient of that loss with respect to its input.
@@ -58,6 +59,20 @@ float softmax_xent(const float *logits, const int *labels, int n, int classes,
 // dlogits: (n, classes) or NULL, = (sigmoid(x) - t) / (n * classes).
 float sigmoid_bce(const float *logits, const float *targets, int n, int classes,
                   float *dlogits);
+
+// InfoNCE against a queue of keys (MoCo's, PCRL's contrast; the official
+// PCRL code's NCE with a normalisation constant is not used).  Query i
+// (the student's projection of one view) has one positive, key i (the
+// momentum encoder's projection of the other view), and the K keys of the
+// queue as negatives; q and k are L2-normalised here (q through the
+// normalisation; k and the queue get no gradient), the queue's rows must
+// be unit already (the trainer pushes normalised keys):
+//     l_i = -log( e^{u_i . v_i / tau} / (e^{u_i . v_i / tau} + sum_k e^{u_i . Q_k / tau}) )
+// The loss is the mean over i.  q, k: (n, dim); queue: (K, dim), K >= 0;
+// dq: (n, dim) or NULL; correct (may be NULL): queries whose positive is
+// strictly more similar than every queue key.
+float infonce_queue(const float *q, const float *k, int n, int dim, const float *queue, int K, float tau,
+                    float *dq, int *correct);
 
 // Mean squared error over n elements (torch's MSELoss default, PCRL's
 // reconstruction loss), summed in double; dpred: n values or NULL,

@@ -6,7 +6,8 @@
 needs torch 1.13, numpy and msgpack (Debian's python3-torch, python3-numpy,
 python3-msgpack), and writes into outdir (default tests/fixtures/):
 
-  loss.mts   NT-Xent, softmax cross entropy and sigmoid BCE: inputs, the loss
+  loss.mts   NT-Xent, softmax cross entropy, sigmoid BCE and InfoNCE against a
+             queue of keys (MoCo's, PCRL's contrast): inputs, the loss
              and its gradient from torch autograd in float64, top-1 counts.
   optim.mts  SGD (momentum, Nesterov, weight decay) and AdamW trajectories
              from torch.optim, LARS from a numpy transcription of SimCLR's
@@ -110,6 +111,22 @@ def bce_case(rng, n, classes, scale):
             "loss": float(loss), "dlogits": tensor(x.grad.numpy())}
 
 
+def infonce_case(rng, n, dim, queue_size, tau):
+    """MoCo's InfoNCE: q normalised with its gradient, k and the (unit) queue without."""
+    q32 = rng.standard_normal((n, dim)).astype(np.float32)
+    k32 = (q32 + 0.6 * rng.standard_normal((n, dim))).astype(np.float32)
+    queue = rng.standard_normal((queue_size, dim))
+    queue32 = (queue / np.linalg.norm(queue, axis=1, keepdims=True)).astype(np.float32)
+    q = torch.tensor(q32, dtype=torch.float64, requires_grad=True)
+    u, v = F.normalize(q, dim=1), F.normalize(torch.tensor(k32, dtype=torch.float64), dim=1)
+    logits = torch.cat([(u * v).sum(1, keepdim=True), u @ torch.tensor(queue32, dtype=torch.float64).T], 1) / tau
+    loss = F.cross_entropy(logits, torch.zeros(n, dtype=torch.long))
+    loss.backward()
+    correct = int((logits[:, 0:1] > logits[:, 1:]).all(1).sum())
+    return {"kind": "infonce", "q": tensor(q32), "k": tensor(k32), "queue": tensor(queue32), "tau": float(tau),
+            "loss": float(loss), "dq": tensor(q.grad.numpy()), "correct": correct}
+
+
 def loss_records():
     rng = np.random.default_rng(20240611)
     return [
@@ -121,6 +138,8 @@ def loss_records():
         softmax_case(rng, n=4, classes=5, scale=30.0),   # saturated softmax
         bce_case(rng, n=16, classes=5, scale=2.0),
         bce_case(rng, n=4, classes=5, scale=40.0),       # saturated sigmoids
+        # after the others, so that their inputs stay what they were
+        infonce_case(rng, n=16, dim=32, queue_size=200, tau=0.2),
     ]
 
 

@@ -336,6 +336,69 @@ TEST(sigmoid_bce_values_and_gradient)
     EXPECT_CLOSE(g[3], -0.25, 1e-9, 0);
 }
 
+// ---- InfoNCE against a queue ------------------------------------------------------
+
+typedef struct {
+    const double *k, *queue;
+    int n, dim, K;
+    double tau;
+} infonce_args;
+
+// The double reference: q normalised here, k too, the queue's rows as given.
+static double infonce_objective(const double *q, const void *ctx)
+{
+    const infonce_args *a = ctx;
+    double total = 0;
+    for (int i = 0; i < a->n; i++) {
+        const double *qi = q + (size_t)i * a->dim, *ki = a->k + (size_t)i * a->dim;
+        double qq = 0, kk = 0, qk = 0;
+        for (int d = 0; d < a->dim; d++)
+            qq += qi[d] * qi[d], kk += ki[d] * ki[d], qk += qi[d] * ki[d];
+        double pos = qk / sqrt(qq * kk) / a->tau, sum = exp(pos);
+        for (int j = 0; j < a->K; j++) {
+            double s = 0;
+            for (int d = 0; d < a->dim; d++)
+                s += qi[d] * a->queue[(size_t)j * a->dim + d];
+            sum += exp(s / sqrt(qq) / a->tau);
+        }
+        total += log(sum) - pos;
+    }
+    return total / a->n;
+}
+
+TEST(infonce_queue_gradient_vs_finite_differences)
+{
+    enum { N = 5, DIM = 4, K = 9 };
+    rng_t r = rng_make(7, 0, 0, 0);
+    float q[N * DIM], k[N * DIM], queue[K * DIM], dq[N * DIM];
+    fill_normal(&r, q, N * DIM, 1.0f);
+    for (int i = 0; i < N * DIM; i++)
+        k[i] = q[i] + 0.5f * rng_normal(&r);
+    fill_normal(&r, queue, K * DIM, 1.0f);
+    for (int j = 0; j < K; j++) {   // unit rows, as the trainer stores them
+        double ss = 0;
+        for (int d = 0; d < DIM; d++)
+            ss += (double)queue[j * DIM + d] * queue[j * DIM + d];
+        for (int d = 0; d < DIM; d++)
+            queue[j * DIM + d] = (float)(queue[j * DIM + d] / sqrt(ss));
+    }
+    double *qd = to_double(q, N * DIM), *kd = to_double(k, N * DIM), *queued = to_double(queue, K * DIM);
+    for (int queued_keys = 0; queued_keys <= K; queued_keys += K) {   // an empty queue, then a full one
+        infonce_args a = {kd, queued, N, DIM, queued_keys, 0.2};
+        int correct = -1;
+        float loss = infonce_queue(q, k, N, DIM, queue, queued_keys, 0.2f, dq, &correct);
+        EXPECT_CLOSE(loss, infonce_objective(qd, &a), 0, LOSS_RTOL);
+        EXPECT(correct >= 0 && correct <= N && (queued_keys > 0 || correct == N));
+        double *fd = finite_differences(infonce_objective, qd, N * DIM, &a);
+        if (queued_keys == 0)   // the positive alone: a loss of 0 whatever q is
+            EXPECT_CLOSE(loss, 0, 1e-7, 0);
+        else
+            EXPECT_GRAD_CLOSE(dq, fd, N * DIM, GRAD_TOL);
+        free(fd);
+    }
+    free(qd), free(kd), free(queued);
+}
+
 static double mse_objective(const double *x, const void *ctx)
 {
     const xent_args *a = ctx;
@@ -396,7 +459,7 @@ TEST(torch_parity)
     if (!r)
         return;
     mts_frame f;
-    int cases[3] = {0};
+    int cases[4] = {0};
     while (mts_next_record(r, &f, NULL, NULL)) {
         char kind[32];
         mts_req_str(r, &f, "kind", kind, sizeof kind);
@@ -452,13 +515,30 @@ TEST(torch_parity)
             EXPECT_GRAD_CLOSE(g, want, n, GRAD_TOL);
             free(x), free(t), free(want), free(g);
             cases[2]++;
+        } else if (strcmp(kind, "infonce") == 0) {
+            mts_tensor qt, queuet;
+            mts_req_tensor(r, &f, "q", &qt);
+            mts_req_tensor(r, &f, "queue", &queuet);
+            size_t nk, nq;
+            float *q = req_f32(r, &f, "q", &n), *k = req_f32(r, &f, "k", &nk), *queue = req_f32(r, &f, "queue", &nq);
+            double *want = req_f64(r, &f, "dq", &n_grad);
+            float *dq = xmalloc(n * sizeof(float));
+            int correct;
+            float loss = infonce_queue(q, k, (int)qt.shape[0], (int)qt.shape[1], queue, (int)queuet.shape[0],
+                                       (float)mts_req_f64(r, &f, "tau"), dq, &correct);
+            EXPECT_CLOSE(loss, want_loss, 0, LOSS_RTOL);
+            EXPECT(n_grad == n);
+            EXPECT_GRAD_CLOSE(dq, want, n, GRAD_TOL);
+            EXPECT(correct == mts_req_int(r, &f, "correct"));
+            free(q), free(k), free(queue), free(want), free(dq);
+            cases[3]++;
         } else {
             EXPECT_MSG(0, "unknown fixture kind '%s'", kind);
         }
     }
     mts_reader_close(r);
-    EXPECT_MSG(cases[0] == 3 && cases[1] == 2 && cases[2] == 2,
-               "fixture cases: %d ntxent, %d softmax, %d bce", cases[0], cases[1], cases[2]);
+    EXPECT_MSG(cases[0] == 3 && cases[1] == 2 && cases[2] == 2 && cases[3] == 1,
+               "fixture cases: %d ntxent, %d softmax, %d bce, %d infonce", cases[0], cases[1], cases[2], cases[3]);
 }
 
 int main(void)
@@ -471,6 +551,7 @@ int main(void)
     RUN(softmax_xent_values_and_gradient);
     RUN(sigmoid_bce_values_and_gradient);
     RUN(mse_values_and_gradient);
+    RUN(infonce_queue_gradient_vs_finite_differences);
     RUN(torch_parity);
     return CHECK_DONE();
 }
