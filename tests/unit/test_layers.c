@@ -836,15 +836,6 @@ TEST(channel_bias)
 // and a sigmoid, MSE against a target; every gradient from torch autograd in
 // float64.  Composed here from lib/'s layers in f32.
 
-// f32 against the f64 reference: within 1e-4 of the reference's largest entry.
-static void compare_to_torch(const char *what, const char *key, const float *got, const double *want, size_t n)
-{
-    double scale = max_abs(want, n);
-    for (size_t i = 0; i < n; i++)
-        EXPECT_MSG(fabs(got[i] - want[i]) <= 1e-4 * scale + 1e-5 * fabs(want[i]), "%s %s[%zu]: %.9g, torch %.9g",
-                   what, key, i, got[i], want[i]);
-}
-
 // Loads `key` into dst (n floats) and checks the count.
 static void load_into(const mts_reader *r, const mts_frame *f, const char *key, float *dst, size_t n)
 {
@@ -860,12 +851,7 @@ static void check_grad_key(const mts_reader *r, const mts_frame *f, const char *
 {
     char dkey[32];
     snprintf(dkey, sizeof dkey, "d_%s", key);
-    size_t count;
-    double *want = fixture_f64(r, f, dkey, &count);
-    EXPECT_MSG(count == n, "%s: %zu values, want %zu", dkey, count, n);
-    if (count == n)
-        compare_to_torch(what, dkey, got, want, n);
-    free(want);
+    fixture_expect_key(r, f, what, dkey, got, n);
 }
 
 TEST(decoder_block_torch_parity)
@@ -928,9 +914,7 @@ TEST(decoder_block_torch_parity)
         sigmoid_forward(no, out, out);
         float loss = mse_loss(out, target, no, dout);
         EXPECT_CLOSE(loss, mts_req_f64(r, &f, "loss"), 0, 1e-5);
-        double *want_out = fixture_f64(r, &f, "out", &count);
-        compare_to_torch(what, "out", out, want_out, no);
-        free(want_out);
+        fixture_expect_key(r, &f, what, "out", out, no);
 
         // Backward, in reverse.
         float *dv = xmalloc(nv * sizeof *dv), *dv0 = xmalloc(nv * sizeof *dv0), *dcat = xmalloc(ncat * sizeof *dcat),

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "../check.h"
+#include "../fixture.h"
 #include "blas.h"
 #include "rng.h"
 #include "stream.h"
@@ -429,29 +430,6 @@ TEST(mse_values_and_gradient)
 
 // ---- PyTorch parity --------------------------------------------------------------
 
-static float *req_f32(const mts_reader *r, const mts_frame *f, const char *key, size_t *count)
-{
-    mts_tensor t;
-    mts_req_tensor(r, f, key, &t);
-    *count = mts_tensor_count(&t);
-    float *x = xaligned_alloc((*count ? *count : 1) * sizeof(float));
-    mts_tensor_to_f32(&t, x);
-    return x;
-}
-
-// The f64 references are compared unrounded.
-static double *req_f64(const mts_reader *r, const mts_frame *f, const char *key, size_t *count)
-{
-    mts_tensor t;
-    mts_req_tensor(r, f, key, &t);
-    if (t.dtype != MTS_F64)
-        mts_die_at(r, f, "key '%s': expected f64", key);
-    *count = mts_tensor_count(&t);
-    double *x = xmalloc((*count ? *count : 1) * sizeof(double));
-    memcpy(x, t.data, *count * sizeof(double));
-    return x;
-}
-
 TEST(torch_parity)
 {
     mts_reader *r = mts_reader_open("tests/fixtures/loss.mts", NULL);
@@ -468,8 +446,8 @@ TEST(torch_parity)
         if (strcmp(kind, "ntxent") == 0) {
             mts_tensor zt;
             mts_req_tensor(r, &f, "z", &zt);
-            float *z = req_f32(r, &f, "z", &n);
-            double *want = req_f64(r, &f, "dz", &n_grad);
+            float *z = fixture_f32(r, &f, "z", &n);
+            double *want = fixture_f64(r, &f, "dz", &n_grad);
             int rows = (int)zt.shape[0], dim = (int)zt.shape[1];
             int lo = (int)mts_req_int(r, &f, "lo"), hi = (int)mts_req_int(r, &f, "hi");
             float *dz = xmalloc(n * sizeof(float));
@@ -486,10 +464,10 @@ TEST(torch_parity)
         } else if (strcmp(kind, "softmax_xent") == 0) {
             mts_tensor xt;
             mts_req_tensor(r, &f, "logits", &xt);
-            float *x = req_f32(r, &f, "logits", &n);
+            float *x = fixture_f32(r, &f, "logits", &n);
             size_t nl;
-            float *label_f = req_f32(r, &f, "labels", &nl);
-            double *want = req_f64(r, &f, "dlogits", &n_grad);
+            float *label_f = fixture_f32(r, &f, "labels", &nl);
+            double *want = fixture_f64(r, &f, "dlogits", &n_grad);
             int rows = (int)xt.shape[0], classes = (int)xt.shape[1];
             int *labels = xmalloc(nl * sizeof(int));
             for (size_t i = 0; i < nl; i++)
@@ -506,9 +484,9 @@ TEST(torch_parity)
             mts_tensor xt;
             mts_req_tensor(r, &f, "logits", &xt);
             size_t nt;
-            float *x = req_f32(r, &f, "logits", &n);
-            float *t = req_f32(r, &f, "targets", &nt);
-            double *want = req_f64(r, &f, "dlogits", &n_grad);
+            float *x = fixture_f32(r, &f, "logits", &n);
+            float *t = fixture_f32(r, &f, "targets", &nt);
+            double *want = fixture_f64(r, &f, "dlogits", &n_grad);
             float *g = xmalloc(n * sizeof(float));
             EXPECT_CLOSE(sigmoid_bce(x, t, (int)xt.shape[0], (int)xt.shape[1], g), want_loss, 0,
                          LOSS_RTOL);
@@ -520,8 +498,8 @@ TEST(torch_parity)
             mts_req_tensor(r, &f, "q", &qt);
             mts_req_tensor(r, &f, "queue", &queuet);
             size_t nk, nq;
-            float *q = req_f32(r, &f, "q", &n), *k = req_f32(r, &f, "k", &nk), *queue = req_f32(r, &f, "queue", &nq);
-            double *want = req_f64(r, &f, "dq", &n_grad);
+            float *q = fixture_f32(r, &f, "q", &n), *k = fixture_f32(r, &f, "k", &nk), *queue = fixture_f32(r, &f, "queue", &nq);
+            double *want = fixture_f64(r, &f, "dq", &n_grad);
             float *dq = xmalloc(n * sizeof(float));
             int correct;
             float loss = infonce_queue(q, k, (int)qt.shape[0], (int)qt.shape[1], queue, (int)queuet.shape[0],

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../check.h"
+#include "../fixture.h"
 #include "blas.h"
 #include "linear.h"
 #include "resnet.h"
@@ -149,18 +150,6 @@ static float *fixture_input(uint64_t tensor, size_t n)
     return x;
 }
 
-static double *req_f64(const mts_reader *r, const mts_frame *f, const char *key, size_t *count)
-{
-    mts_tensor t;
-    mts_req_tensor(r, f, key, &t);
-    if (t.dtype != MTS_F64)
-        mts_die_at(r, f, "key '%s': expected f64", key);
-    *count = mts_tensor_count(&t);
-    double *x = xmalloc((*count ? *count : 1) * sizeof(double));
-    memcpy(x, t.data, *count * sizeof(double));
-    return x;
-}
-
 // Every BN of the model in torchvision's module order (that of the
 // parameters), for the running statistics.
 static int collect_bns(resnet *m, batchnorm **out)
@@ -238,7 +227,7 @@ TEST(torch_parity)
         float *x = fixture_input(1000, nx), *r_feat = fixture_input(1001, nf);
         float *features = xmalloc(nf * sizeof(float));
         resnet_forward(&m, true, n, h, w, x, features);
-        double *want = req_f64(r, &f, "features", &count);
+        double *want = fixture_f64(r, &f, "features", &count);
         EXPECT(count == nf);
         expect_close_tensor("features", features, want, nf, features_tol);
         free(want);
@@ -265,8 +254,8 @@ TEST(torch_parity)
 
         batchnorm *bns[256];
         int nbn = collect_bns(&m, bns);
-        double *rmean = req_f64(r, &f, "running_mean", &count);
-        double *rvar = req_f64(r, &f, "running_var", &count);
+        double *rmean = fixture_f64(r, &f, "running_mean", &count);
+        double *rvar = fixture_f64(r, &f, "running_var", &count);
         size_t k = 0;
         for (int i = 0; i < nbn; i++)
             for (int c = 0; c < bns[i]->channels; c++, k++) {
@@ -277,7 +266,7 @@ TEST(torch_parity)
         free(rmean), free(rvar);
 
         resnet_forward(&m, false, n, h, w, x, features);
-        want = req_f64(r, &f, "eval_features", &count);
+        want = fixture_f64(r, &f, "eval_features", &count);
         expect_close_tensor("eval features", features, want, nf, features_tol);
         free(want);
 

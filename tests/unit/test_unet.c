@@ -17,28 +17,6 @@
 #include "unet.h"
 #include "util.h"
 
-// f32 against the f64 reference: within 1e-4 of the reference's largest entry.
-static void compare_to_torch(const char *what, const char *key, const float *got, const double *want, size_t n)
-{
-    double scale = 0;
-    for (size_t i = 0; i < n; i++)
-        scale = fmax(scale, fabs(want[i]));
-    for (size_t i = 0; i < n; i++)
-        EXPECT_MSG(fabs(got[i] - want[i]) <= 1e-4 * scale + 1e-5 * fabs(want[i]), "%s %s[%zu]: %.9g, torch %.9g",
-                   what, key, i, got[i], want[i]);
-}
-
-static void expect_key(const mts_reader *r, const mts_frame *f, const char *what, const char *key, const float *got,
-                       size_t n)
-{
-    size_t count;
-    double *want = fixture_f64(r, f, key, &count);
-    EXPECT_MSG(count == n, "%s %s: %zu values, want %zu", what, key, count, n);
-    if (count == n)
-        compare_to_torch(what, key, got, want, n);
-    free(want);
-}
-
 TEST(decoder_torch_parity)
 {
     mts_reader *r = mts_reader_open("tests/fixtures/unet.mts", NULL);
@@ -94,19 +72,19 @@ TEST(decoder_torch_parity)
         float *dbottleneck = xmalloc(nb * sizeof *dbottleneck);
 
         unet_forward(&d, true, n, h, h, bottleneck, (const float *const *)skips, code);
-        expect_key(r, &f, what, "out", d.output, no);
+        fixture_expect_key(r, &f, what, "out", d.output, no);
         param_zero_grad(&d.params);
         unet_backward(&d, rr, dbottleneck, dskips);
-        expect_key(r, &f, what, "d_bottleneck", dbottleneck, nb);
+        fixture_expect_key(r, &f, what, "d_bottleneck", dbottleneck, nb);
         for (int k = 0; k < 4; k++) {
             char key[16];
             snprintf(key, sizeof key, "d_skip%d", k);
-            expect_key(r, &f, what, key, dskips[k], skip_n[k]);
+            fixture_expect_key(r, &f, what, key, dskips[k], skip_n[k]);
         }
         for (int i = 0; i < d.params.count; i++) {
             char key[PARAM_NAME_MAX + 2];
             snprintf(key, sizeof key, "d_%s", d.params.items[i].name);
-            expect_key(r, &f, what, key, d.params.items[i].g, d.params.items[i].n);
+            fixture_expect_key(r, &f, what, key, d.params.items[i].g, d.params.items[i].n);
         }
         cases++;
         for (int k = 0; k < 4; k++) {
