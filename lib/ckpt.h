@@ -14,6 +14,16 @@
 // configuration and every shape and says what differs; it can take a subset
 // (the encoder only, to fine-tune or to start step 2 of the protocol from
 // step 1; with or without the projection head and the classifier).
+//
+// Weights also leave and enter as safetensors (safetensors.h) under
+// torchvision's names, so that torchvision, timm and MONAI load them as they
+// are: ckpt_export writes one; ckpt_read_header and ckpt_load take one
+// wherever they take a checkpoint (told apart by st_sniff).  Such a file
+// holds no optimiser state; its model is read off its tensors' names and
+// shapes (the depth from the blocks per layer, the stem from conv1's kernel,
+// the width from its channels or from our metadata), and its training
+// position from our metadata ("medssl.step", ...) when we wrote it.  The
+// projection head is "head.<l>.linear.weight" and "head.<l>.bn.*" there too.
 #ifndef MEDSSL_CKPT_H
 #define MEDSSL_CKPT_H
 
@@ -55,6 +65,9 @@ enum {
     CKPT_FC = 4,        // classifier
     CKPT_STATE = 8,     // optimiser state (o must not be NULL)
     CKPT_ALL = 15,
+    // With CKPT_ENCODER: a 3-channel checkpoint may go into a 1-channel
+    // model, conv1's weight summed over its input channels (as timm does).
+    CKPT_GREY = 16,
 };
 
 // Copies the chosen parts into m (and o), which must have the same shapes
@@ -64,5 +77,10 @@ enum {
 bool ckpt_load_checked(const char *path, model *m, optimizer *o, unsigned parts, char *err, size_t errlen);
 // The same, dying with "path: what differs".
 void ckpt_load(const char *path, model *m, optimizer *o, unsigned parts);
+
+// Writes the chosen parts (CKPT_ENCODER, CKPT_HEAD, CKPT_FC) as safetensors,
+// float32 with I64 num_batches_tracked, atomically; the metadata has
+// "format": "pt", the model's description and width and the info.
+void ckpt_export(const char *path, const model *m, const ckpt_info *info, unsigned parts);
 
 #endif
