@@ -37,7 +37,7 @@ static const char usage_text[] =
     "      --epochs E          schedule length (default: the stream header's)\n"
     "      --pairs-per-epoch P (default: the stream header's)\n"
     "      --init CKPT         start from another checkpoint's encoder (and its head when\n"
-    "                          it has the same shape): step 2 of the protocol\n"
+    "                          it has the same shape; or .safetensors): step 2 of the protocol\n"
     "      --resume CKPT       continue a run exactly (feed pair-sample --start STEP x N)\n"
     "      --save-every K      also save every K steps (default 0: at the end only)\n"
     "      --log FILE          per-step TSV: step epoch loss pos_acc lr images_per_s\n"
@@ -145,6 +145,9 @@ int main(int argc, char **argv)
     optimizer *o = optim_create(&m.params, &oc);
     int64_t step = 0;
     if (resume) {
+        if (!info.optimizer[0])
+            die(resume, "no optimiser state in it (a safetensors file, or a fine-tuned model): --resume continues "
+                "a run of ntxent-step, --init starts one from these weights");
         if (strcmp(info.optimizer, optim_kind_name(okind)) != 0)
             die(resume, "saved with optimizer '%s', this run uses '%s'", info.optimizer, optim_kind_name(okind));
         ckpt_load(resume, &m, o, CKPT_ENCODER | CKPT_HEAD | CKPT_STATE);
