@@ -579,6 +579,11 @@ static bool st_config(const st_file *f, model_config *cfg, ckpt_info *info, char
     if (count > MODEL_MAX_PARAMS)
         return failf_ckpt(err, errlen, "a model of %.0f parameters, over the limit of %.0f", count,
                           (double)MODEL_MAX_PARAMS);
+    // Every parameter takes 2 bytes at least (F16, BF16): a small file whose
+    // names describe a big model is refused before the model is built.
+    if ((double)f->data_size < 2 * count)
+        return failf_ckpt(err, errlen, "%llu bytes of tensors, too few for the %.0f parameters of the model "
+                          "its names describe", (unsigned long long)f->data_size, count);
     memset(info, 0, sizeof *info);
     info->loss = NAN;
     meta_int(f, "medssl.step", &info->step);

@@ -1,7 +1,9 @@
 // Tests of lib/safetensors (the exact layout written, round trips, dtype
 // conversions, every malformed header refused with its message) and of
 // safetensors in lib/ckpt (the model read off the names and shapes, exact
-// round trips, mismatches named, conv1 summed for a grey model).
+// round trips, mismatches named, conv1 summed for a grey model), and
+// models written by PyTorch (tests/torch/make_safetensors_fixtures.py)
+// giving PyTorch's outputs in eval and training mode.
 #include <stdarg.h>
 #include <string.h>
 #include <unistd.h>
@@ -443,6 +445,146 @@ TEST(mismatches_are_named)
     model_free(&a);
 }
 
+TEST(names_of_a_big_model_without_its_bytes_are_refused)
+{
+    // conv1 of ResNet-152 x4 (0.94e9 parameters) with its bytes, every
+    // other tensor empty.
+    static float conv1[256 * 3 * 7 * 7];
+    int64_t s1[4] = {256, 3, 7, 7}, zero = 0;
+    static const int blocks[4] = {3, 8, 36, 3};
+    st_writer *w = st_writer_new();
+    st_add(w, "conv1.weight", ST_F32, 4, s1, conv1);
+    char name[64];
+    for (int l = 0; l < 4; l++)
+        for (int b = 0; b < blocks[l]; b++) {
+            snprintf(name, sizeof name, "layer%d.%d.conv1.weight", l + 1, b);
+            st_add(w, name, ST_F32, 1, &zero, conv1);
+            if (l == 0 && b == 0)
+                st_add(w, "layer1.0.conv3.weight", ST_F32, 1, &zero, conv1);
+        }
+    const char *path = tmp_path("big-model.safetensors");
+    st_write(w, path);
+    model_config cfg;
+    ckpt_info info;
+    char err[400];
+    EXPECT(!ckpt_read_header(path, &cfg, &info, err, sizeof err));
+    EXPECT_MSG(strstr(err, "150528 bytes of tensors, too few for the 928370944 parameters"), "%s", err);
+}
+
+// ---- parity with PyTorch: files written by tests/torch/make_safetensors_fixtures.py --
+
+// Reads a tensor of the io file as doubles (F64) or floats widened.
+static double *io_tensor(const st_file *f, const char *name, size_t *count)
+{
+    const st_entry *e = st_find(f, name);
+    EXPECT_MSG(e, "%s: missing", name);
+    if (!e)
+        return NULL;
+    double *out = xmalloc((size_t)e->count * sizeof *out + 1);
+    if (e->dtype == ST_F64) {
+        EXPECT(pread(f->fd, out, (size_t)(e->end - e->begin), (off_t)(f->data_start + e->begin)) ==
+               (ssize_t)(e->end - e->begin));
+    } else {
+        float *tmp = xmalloc((size_t)e->count * sizeof *tmp + 1);
+        char err[300];
+        EXPECT_MSG(st_read_f32(f, e, tmp, err, sizeof err), "%s", err);
+        for (size_t i = 0; i < (size_t)e->count; i++)
+            out[i] = tmp[i];
+        free(tmp);
+    }
+    *count = (size_t)e->count;
+    return out;
+}
+
+// Largest |ours - theirs| relative to the largest |theirs|.
+static double relative_error(const float *ours, const double *theirs, size_t n)
+{
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) {
+        diff = fmax(diff, fabs(ours[i] - theirs[i]));
+        scale = fmax(scale, fabs(theirs[i]));
+    }
+    return diff / scale;
+}
+
+static double tolerance(const st_file *io, const char *mode, const char *key)
+{
+    char name[64];
+    snprintf(name, sizeof name, "torch_f32.%s.%s", mode, key);
+    const char *v = st_meta(io, name);
+    EXPECT_MSG(v, "%s: not in the metadata", name);
+    return fmax(1e-5, v ? 2 * strtod(v, NULL) : 0);
+}
+
+// The model PyTorch wrote, loaded here, gives PyTorch's outputs (float64 on
+// the same float32 weights) in eval mode and in training mode.
+static void torch_case(const char *name, const char *want_model)
+{
+    char path[256], io_path[256], err[400];
+    snprintf(path, sizeof path, "tests/fixtures/st_%s.safetensors", name);
+    snprintf(io_path, sizeof io_path, "tests/fixtures/st_%s_io.safetensors", name);
+    model_config cfg;
+    ckpt_info info;
+    if (!ckpt_read_header(path, &cfg, &info, err, sizeof err)) {
+        check_fail(__FILE__, __LINE__, "%s: %s (run from the top of the tree)", path, err);
+        return;
+    }
+    ckpt_info_free(&info);
+    char have[200];
+    model_describe(&cfg, have, sizeof have);
+    EXPECT_MSG(strcmp(have, want_model) == 0, "%s: read as %s", path, have);
+    model m;
+    model_init(&m, &cfg, 9);
+    EXPECT_MSG(ckpt_load_checked(path, &m, NULL, CKPT_ENCODER | CKPT_FC, err, sizeof err), "%s", err);
+    st_file *io = st_open(io_path, err, sizeof err);
+    EXPECT_MSG(io, "%s: %s", io_path, err);
+    if (!io) {
+        model_free(&m);
+        return;
+    }
+    const st_entry *in = st_find(io, "input");
+    size_t nx, nf, nz;
+    double *x64 = io_tensor(io, "input", &nx);
+    float *x = xmalloc(nx * sizeof *x);
+    for (size_t i = 0; i < nx; i++)
+        x[i] = (float)x64[i];
+    int n = (int)in->shape[0], h = (int)in->shape[2], w = (int)in->shape[3];
+    const char *modes[2] = {"eval", "train"};
+    for (int t = 0; t < 2; t++) {
+        char key[64];
+        snprintf(key, sizeof key, "%s.features", modes[t]);
+        double *f = io_tensor(io, key, &nf);
+        snprintf(key, sizeof key, "%s.logits", modes[t]);
+        double *z = io_tensor(io, key, &nz);
+        model_forward(&m, t == 1, n, h, w, x);
+        EXPECT(nf == (size_t)n * (size_t)m.enc.feature_dim && nz == (size_t)n * (size_t)cfg.classes);
+        double ef = relative_error(m.features, f, nf), ez = relative_error(m.logits, z, nz);
+        // 1e-5, or twice PyTorch's own float32 error where float32 cannot
+        // do better: batch statistics over a few values of 4-channel
+        // bottlenecks (ResNet-50 x1/16 in training mode) amplify rounding.
+        double tf = tolerance(io, modes[t], "features"), tz = tolerance(io, modes[t], "logits");
+        printf("# %s %s mode: features %.2e (tolerance %.2e), logits %.2e (%.2e) of the largest\n", name, modes[t],
+               ef, tf, ez, tz);
+        EXPECT_MSG(ef <= tf && ez <= tz, "%s %s mode: relative errors %.3g, %.3g", name, modes[t], ef, ez);
+        free(f);
+        free(z);
+    }
+    free(x);
+    free(x64);
+    st_close(io);
+    model_free(&m);
+}
+
+TEST(pytorch_resnet18_f32_matches)
+{
+    torch_case("resnet18", "resnet18 x0.0625, large stem, 3 channels, no head, 5 classes");
+}
+
+TEST(pytorch_resnet50_f16_matches)
+{
+    torch_case("resnet50", "resnet50 x0.0625, large stem, 1 channel, no head, 3 classes");
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -457,6 +599,9 @@ int main(int argc, char **argv)
     RUN(sniff_tells_streams_from_safetensors);
     RUN(export_import_round_trip_is_exact);
     RUN(mismatches_are_named);
+    RUN(names_of_a_big_model_without_its_bytes_are_refused);
+    RUN(pytorch_resnet18_f32_matches);
+    RUN(pytorch_resnet50_f16_matches);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0)
