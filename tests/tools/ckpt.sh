@@ -137,3 +137,11 @@ $PY convert.py ft3.safetensors ft3.pth && $PY convert.py ft3.pth ft3b.safetensor
 embed -q --ckpt ft3b.ckpt -k logits test3.mts | records /dev/stdin > a.rec
 records ours.mts > b.rec
 same "the man page's script: safetensors -> .pth -> safetensors keeps every weight" a.rec b.rec
+
+# The protocol from PyTorch's weights: step 2 from them, the baseline fine-tuned from them.
+"$top/pipelines/simclr.sh" --epochs 1 --batch 8 --size 32 --init tv.safetensors p3.pack s2.ckpt -- -q --head-layers 2 2>err.txt \
+    && ckpt show s2.ckpt | grep -q '^model        resnet18 x1, large stem, 3 channels, head 2 layers' \
+    && pass "simclr.sh --init a torchvision model (step 2 from imported weights)" || fail "simclr.sh --init" "$(cat err.txt)"
+"$top/pipelines/finetune-eval.sh" --epochs 1 --batch 8 --size 32 --val none --bootstrap 20 p3.pack tv.safetensors ev \
+    -- -q 2>err.txt && grep -q 'top-1 accuracy' ev/test.txt \
+    && pass "finetune-eval.sh from a torchvision model (the supervised-init baseline)" || fail "finetune-eval.sh" "$(cat err.txt)"
