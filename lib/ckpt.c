@@ -100,7 +100,7 @@ void ckpt_save(const char *path, const model *m, const optimizer *o, const ckpt_
     named_tensor *ts = list_tensors(m, o, &count);
     mts_write_opts opts = {.zstd_level = 1};
     mts_writer *w = mts_writer_open(path, &opts);
-    mts_write_header(w, tool, argc, argv, 12);
+    mts_write_header(w, tool, argc, argv, 13);
     mts_put_int(w, "checkpoint", 1);
     mts_put_key(w, "model");
     msgpack_packer *pk = mts_packer(w);
@@ -136,6 +136,7 @@ void ckpt_save(const char *path, const model *m, const optimizer *o, const ckpt_
     for (int i = 0; i < info->nclasses; i++)
         mts_pack_str(pk, info->class_names[i]);
     mts_put_str(w, "optimizer", o ? optim_kind_name(o->cfg.kind) : "");
+    mts_put_str(w, "trained_on", info->trained_on);
     mts_put_int(w, "optimizer_step", o ? o->step : 0);
     mts_put_int(w, "tensors", count);
     for (int i = 0; i < count; i++) {
@@ -252,6 +253,7 @@ static bool parse_header(const mts_frame *f, model_config *cfg, ckpt_info *info,
     }
     obj_str(root, "task", info->task, sizeof info->task);
     obj_str(root, "optimizer", info->optimizer, sizeof info->optimizer);
+    obj_str(root, "trained_on", info->trained_on, sizeof info->trained_on);
     const msgpack_object *names = obj_get(root, "class_names");
     if (names && names->type == MSGPACK_OBJECT_ARRAY && names->via.array.size <= CKPT_MAX_CLASSES) {
         for (uint32_t i = 0; i < names->via.array.size; i++) {
@@ -592,6 +594,9 @@ static bool st_config(const st_file *f, model_config *cfg, ckpt_info *info, char
     const char *loss = st_meta(f, "medssl.loss");
     if (loss)
         info->loss = strtod(loss, NULL);
+    const char *trained_on = st_meta(f, "medssl.trained_on");
+    if (trained_on)
+        snprintf(info->trained_on, sizeof info->trained_on, "%s", trained_on);
     const char *task = st_meta(f, "medssl.task");
     if (task && (strcmp(task, "multiclass") == 0 || strcmp(task, "multilabel") == 0))
         snprintf(info->task, sizeof info->task, "%s", task);
@@ -718,6 +723,8 @@ void ckpt_export(const char *path, const model *m, const ckpt_info *info, unsign
     st_add_meta(w, "medssl.loss", buf);
     if (info->task[0])
         st_add_meta(w, "medssl.task", info->task);
+    if (info->trained_on[0])
+        st_add_meta(w, "medssl.trained_on", info->trained_on);
     if ((parts & CKPT_FC) && info->nclasses) {
         size_t len = 1;
         for (int i = 0; i < info->nclasses; i++)

@@ -5,7 +5,7 @@
 //   header  {"mts": 1, "tool", "args", "checkpoint": 1, "model": {depth, width,
 //            stem, in_ch, head_layers, head_hidden, proj_dim, classes},
 //            "step", "records", "epoch", "loss", "rng": [7 ints], "task",
-//            "class_names": [...], "optimizer": name, "tensors": count}
+//            "class_names": [...], "optimizer": name, "trained_on", "tensors": count}
 //   records {"name": "layer1.0.conv1.weight", "kind": "param"|"buffer"|"state",
 //            "tensor": f32 (or i64 for num_batches_tracked)}
 //
@@ -47,6 +47,7 @@ typedef struct {
     int nclasses;
     char *class_names[CKPT_MAX_CLASSES];  // owned (ckpt_info_free)
     char optimizer[16]; // "" when no optimiser state is saved
+    char trained_on[160]; // what the run read (stream_info.trained_on), or ""
 } ckpt_info;
 
 void ckpt_info_free(ckpt_info *info);

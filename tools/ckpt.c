@@ -56,13 +56,18 @@ static void constructors(const model_config *c, char *tv, size_t tvlen, char *ti
         snprintf(timm, timmlen, "%s", tv);
         return;
     }
+    // Without a classifier, torchvision's model still has one (load with
+    // strict=False), timm's can leave it out (num_classes=0).
     char classes[32] = "";
     if (c->classes != 1000)
         snprintf(classes, sizeof classes, "num_classes=%d", c->classes);
-    if (e->in_ch == 3)
-        snprintf(tv, tvlen, "torchvision.models.resnet%d(%s)", e->depth, classes);
-    else
+    if (e->in_ch == 1)
         snprintf(tv, tvlen, "none (1 channel)");
+    else if (c->classes == 0)
+        snprintf(tv, tvlen, "torchvision.models.resnet%d() without fc.* (load_state_dict(sd, strict=False))",
+                 e->depth);
+    else
+        snprintf(tv, tvlen, "torchvision.models.resnet%d(%s)", e->depth, classes);
     snprintf(timm, timmlen, "timm.create_model(\"resnet%d\"%s%s%s)", e->depth, c->classes != 1000 ? ", " : "",
              classes, e->in_ch == 1 ? ", in_chans=1" : "");
 }
@@ -181,6 +186,7 @@ static int show(const char *path, bool json)
                                                                           : cJSON_CreateNull()));
     cJSON_AddStringToObject(root, "optimizer", info.optimizer);
     cJSON_AddStringToObject(root, "task", info.task);
+    cJSON_AddStringToObject(root, "trained_on", info.trained_on);
     cJSON *names = json_or_die(cJSON_AddArrayToObject(root, "class_names"));
     for (int i = 0; i < info.nclasses; i++)
         cJSON_AddItemToArray(names, json_or_die(cJSON_CreateString(info.class_names[i])));
@@ -202,6 +208,7 @@ static int show(const char *path, bool json)
                (long long)info.epoch);
         printf("loss         %.6g\n", info.loss);
         printf("optimizer    %s\n", info.optimizer[0] ? info.optimizer : "none saved");
+        printf("trained on   %s\n", info.trained_on[0] ? info.trained_on : "not recorded");
         printf("task         %s", info.task[0] ? info.task : "none");
         for (int i = 0; i < info.nclasses; i++)
             printf("%s%s", i ? ", " : ": ", info.class_names[i]);

@@ -286,6 +286,7 @@ int main(int argc, char **argv)
     record_meta *meta = xcalloc((size_t)batch, sizeof *meta);
     ckpt_info save = {.loss = NAN, .nclasses = si->nclasses};
     snprintf(save.task, sizeof save.task, "%s", task);
+    snprintf(save.trained_on, sizeof save.trained_on, "%s", si->trained_on);
     for (int k = 0; k < si->nclasses; k++)
         save.class_names[k] = si->classes[k];
     double best_metric = -INFINITY;

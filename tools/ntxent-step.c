@@ -194,6 +194,7 @@ int main(int argc, char **argv)
     int64_t first_step = step;
     float last_loss = NAN;
     ckpt_info save = {.loss = NAN};
+    snprintf(save.trained_on, sizeof save.trained_on, "%s", si->trained_on);
     for (;;) {
         int n = batch_next(in, batch, x, NULL);
         if (n < batch) {
@@ -231,7 +232,10 @@ int main(int argc, char **argv)
                             (long long)step, (long long)sched.total_steps, epoch, loss, loss_avg,
                             (double)correct / (2 * n), lr, 2 * n / dt, per * (double)(sched.total_steps - step));
         }
-        save = (ckpt_info){.step = step, .records = step * batch, .epoch = (int64_t)epoch, .loss = last_loss};
+        save.step = step;
+        save.records = step * batch;
+        save.epoch = (int64_t)epoch;
+        save.loss = last_loss;
         if (stop)
             break;
         if (save_every && step % save_every == 0)
@@ -252,8 +256,7 @@ int main(int argc, char **argv)
     } else {
         if (step == first_step)
             die(batch_name(in), "fewer pairs than one batch of %d: nothing trained", batch);
-        save = (ckpt_info){.step = step, .records = step * batch, .epoch = step * batch / pairs_per_epoch,
-                           .loss = last_loss};
+        save.epoch = step * batch / pairs_per_epoch;
         ckpt_save(output, &m, o, &save, "ntxent-step", argc, argv);
         if (!co.quiet)
             fprintf(stderr, "ntxent-step: %lld steps, final loss %.4f, %.1f images/s; saved %s\n",

@@ -23,7 +23,8 @@ grep -q '^model        resnet18 x0.25, small stem, 1 channel, head 2 layers -> 1
     && grep -q '^torchvision  none (width multiplier)$' <<<"$out" && grep -q '^optimizer    lars$' <<<"$out" \
     && grep -q '^step         4 (records 64, epoch 0)$' <<<"$out" \
     && grep -q '^made by      ntxent-step -q -T 1 --model resnet18' <<<"$out" \
-    && pass "show: model, parameters, constructor, position, optimiser, origin" || fail "show" "$out"
+    && grep -q '^trained on   simclr pairs, split train: [0-9]* cases, [0-9]* images, label fraction 1$' <<<"$out" \
+    && pass "show: model, parameters, constructor, position, optimiser, data, origin" || fail "show" "$out"
 ckpt show --json ft.ckpt > ft.json
 $PY - ft.json <<'EOF' && pass "show --json" || fail "show --json" "$(cat ft.json)"
 import json, sys
@@ -32,6 +33,7 @@ assert j["format"] == "medssl" and j["config"]["depth"] == 18 and j["config"]["c
 assert j["parameters"]["classifier"] == 4 * 128 + 4 and j["torchvision"] is None and j["optimizer"] == "", j
 assert j["task"] == "multiclass" and j["class_names"] == ["class0", "class1", "class2", "class3"], j
 assert j["made_by"]["tool"] == "finetune" and "--init" in j["made_by"]["args"], j
+assert j["trained_on"].startswith("single images, split train: "), j
 EOF
 
 # Export and import: the same weights, the same outputs, bit for bit.
@@ -50,7 +52,7 @@ n=$(od -An -tu8 -N8 pre.safetensors | tr -d ' ')
     && pass "the header: length a multiple of 8, JSON, metadata format pt" || fail "header layout" "n=$n"
 out=$(ckpt show pre.safetensors)
 grep -q '^format       safetensors, 132 tensors' <<<"$out" && grep -q '^step         4 (records 64' <<<"$out" \
-    && grep -q '^             medssl.width=0.25$' <<<"$out" \
+    && grep -q '^             medssl.width=0.25$' <<<"$out" && grep -q '^trained on   simclr pairs' <<<"$out" \
     && pass "show reads a safetensors file" || fail "show safetensors" "$out"
 ckpt export --fc -o ft.safetensors ft.ckpt
 embed -q -T 1 --ckpt ft.ckpt test.mts | records /dev/stdin > a.rec
@@ -128,8 +130,21 @@ out=$($PY "$tv" compare tv.safetensors test3.mts ours.mts) && pass "torchvision'
 pair-sample -q -m single -e 1 --seed 2 p3.pack | augment -q --seed 3 --size 32 \
     | finetune -q --random-init --model resnet18 --stem large --batch 8 -o ft3.ckpt
 ckpt export --fc -o ft3.safetensors ft3.ckpt
+ckpt export -o enc3.safetensors ft3.ckpt
 ckpt show ft3.safetensors | grep -q '^torchvision  torchvision.models.resnet18(num_classes=4)$' \
-    && pass "show names the torchvision constructor" || fail "constructor" "$(ckpt show ft3.safetensors)"
+    && ckpt show enc3.safetensors | grep -q '^torchvision  torchvision.models.resnet18() without fc' \
+    && ckpt show enc3.safetensors | grep -q '^timm         timm.create_model("resnet18", num_classes=0)$' \
+    && pass "show names the torchvision and timm constructors" || fail "constructor" "$(ckpt show enc3.safetensors)"
+out=$($PY - "$top/tests/torch" enc3.safetensors 2>&1 <<'EOF'
+import sys, torchvision
+sys.path.insert(0, sys.argv[1])
+from torchvision_safetensors import read_safetensors
+r = torchvision.models.resnet18().load_state_dict(read_safetensors(sys.argv[2]), strict=False)
+print(sorted(r.missing_keys), r.unexpected_keys)
+EOF
+)
+[ "$out" = "['fc.bias', 'fc.weight'] []" ] && pass "an encoder export loads into torchvision.models.resnet18() missing only fc.*" \
+    || fail "strict=False load" "$out"
 embed -q --ckpt ft3.ckpt -k logits test3.mts > ours.mts
 out=$($PY "$tv" compare ft3.safetensors test3.mts ours.mts) \
     && pass "ours loads strictly into torchvision.models.resnet18: $out" || fail "ours -> torchvision" "$out"
