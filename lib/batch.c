@@ -42,6 +42,19 @@ static void on_header(const mts_frame *f, void *ctx)
         s->epochs = (int64_t)o->via.u64;
     if ((o = mts_get(f, "start")) && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
         s->start = (int64_t)o->via.u64;
+    // Provenance only: a header without these keys (or with odd values)
+    // leaves it empty rather than failing the run.
+    const msgpack_object *mode = mts_get(f, "mode"), *split = mts_get(f, "split"), *cases = mts_get(f, "cases"),
+                         *images = mts_get(f, "images"), *fraction = mts_get(f, "label_fraction");
+    if (mode && mode->type == MSGPACK_OBJECT_STR && mode->via.str.size < 16 && split &&
+        split->type == MSGPACK_OBJECT_STR && split->via.str.size < 64 && cases &&
+        cases->type == MSGPACK_OBJECT_POSITIVE_INTEGER && images && images->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+        fraction && (fraction->type == MSGPACK_OBJECT_FLOAT64 || fraction->type == MSGPACK_OBJECT_FLOAT32))
+        snprintf(s->trained_on, sizeof s->trained_on, "%.*s %s, split %.*s: %llu cases, %llu images, label fraction %g",
+                 (int)mode->via.str.size, mode->via.str.ptr,
+                 mode->via.str.size == 6 && memcmp(mode->via.str.ptr, "single", 6) == 0 ? "images" : "pairs",
+                 (int)split->via.str.size, split->via.str.ptr, (unsigned long long)cases->via.u64,
+                 (unsigned long long)images->via.u64, fraction->via.f64);
     if ((o = mts_get(f, "task")) && o->type == MSGPACK_OBJECT_STR && o->via.str.size < sizeof s->task) {
         memcpy(s->task, o->via.str.ptr, o->via.str.size);
         s->task[o->via.str.size] = 0;

@@ -28,6 +28,10 @@ typedef struct {
     char task[16];            // "", "none", "multiclass", "multilabel"
     int nclasses;
     char *classes[BATCH_MAX_CLASSES];
+    // What the records are, from pair-sample's header (passed on by
+    // augment): "micle pairs, split train: 812 cases, 1870 images, label
+    // fraction 1"; "" when the header does not say.  Checkpoints keep it.
+    char trained_on[160];
 } stream_info;
 
 typedef struct {

@@ -2,10 +2,13 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
+#include "safetensors.h"
 #include "stream.h"
 #include "util.h"
 
@@ -97,7 +100,7 @@ void ckpt_save(const char *path, const model *m, const optimizer *o, const ckpt_
     named_tensor *ts = list_tensors(m, o, &count);
     mts_write_opts opts = {.zstd_level = 1};
     mts_writer *w = mts_writer_open(path, &opts);
-    mts_write_header(w, tool, argc, argv, 12);
+    mts_write_header(w, tool, argc, argv, 13);
     mts_put_int(w, "checkpoint", 1);
     mts_put_key(w, "model");
     msgpack_packer *pk = mts_packer(w);
@@ -133,6 +136,7 @@ void ckpt_save(const char *path, const model *m, const optimizer *o, const ckpt_
     for (int i = 0; i < info->nclasses; i++)
         mts_pack_str(pk, info->class_names[i]);
     mts_put_str(w, "optimizer", o ? optim_kind_name(o->cfg.kind) : "");
+    mts_put_str(w, "trained_on", info->trained_on);
     mts_put_int(w, "optimizer_step", o ? o->step : 0);
     mts_put_int(w, "tensors", count);
     for (int i = 0; i < count; i++) {
@@ -249,6 +253,7 @@ static bool parse_header(const mts_frame *f, model_config *cfg, ckpt_info *info,
     }
     obj_str(root, "task", info->task, sizeof info->task);
     obj_str(root, "optimizer", info->optimizer, sizeof info->optimizer);
+    obj_str(root, "trained_on", info->trained_on, sizeof info->trained_on);
     const msgpack_object *names = obj_get(root, "class_names");
     if (names && names->type == MSGPACK_OBJECT_ARRAY && names->via.array.size <= CKPT_MAX_CLASSES) {
         for (uint32_t i = 0; i < names->via.array.size; i++) {
@@ -267,8 +272,12 @@ static bool parse_header(const mts_frame *f, model_config *cfg, ckpt_info *info,
     return true;
 }
 
+static bool st_read_header(const char *path, model_config *cfg, ckpt_info *info, char *err, size_t errlen);
+
 bool ckpt_read_header(const char *path, model_config *cfg, ckpt_info *info, char *err, size_t errlen)
 {
+    if (st_sniff(path))
+        return st_read_header(path, cfg, info, err, errlen);
     mts_limits lim = mts_limits_default();
     mts_reader *r = mts_reader_open(path, &lim);
     if (!r) {
@@ -297,8 +306,56 @@ static void describe_shape(char *buf, size_t len, int rank, const int64_t *shape
         snprintf(buf + n, len - n, ")");
 }
 
+// The encoder a checkpoint holds against the model it is loaded into: the
+// same, or with CKPT_GREY a 3-channel one into a 1-channel model.
+static bool same_encoder(const model_config *have, const model_config *want, unsigned parts, char *err, size_t errlen)
+{
+    const resnet_config *a = &have->encoder, *b = &want->encoder;
+    bool channels = a->in_ch == b->in_ch || ((parts & CKPT_GREY) && a->in_ch == 3 && b->in_ch == 1);
+    if (!(parts & CKPT_ENCODER) || (a->depth == b->depth && a->width == b->width && a->stem == b->stem && channels))
+        return true;
+    char hs[200], ws[200];
+    model_describe(have, hs, sizeof hs);
+    model_describe(want, ws, sizeof ws);
+    snprintf(err, errlen, "the checkpoint's encoder (%s) differs from this model's (%s)%s", hs, ws,
+             a->in_ch == 3 && b->in_ch == 1 && !(parts & CKPT_GREY) ? " (ckpt import --in-ch 1 sums conv1's colours)"
+                                                                      : "");
+    return false;
+}
+
+// conv1.weight (O, 3, k, k) going into a 1-channel model's (O, 1, k, k).
+static bool is_grey_conv1(const named_tensor *e, unsigned parts, int rank, const int64_t *shape)
+{
+    return (parts & CKPT_GREY) && strcmp(e->name, "conv1.weight") == 0 && rank == 4 && shape[1] == 3 &&
+           e->shape[1] == 1;
+}
+
+static bool same_shape(const named_tensor *e, int rank, const int64_t *shape, bool grey)
+{
+    bool same = rank == e->rank;
+    for (int k = 0; same && k < rank; k++)
+        same = shape[k] == e->shape[k] || (grey && k == 1);
+    return same;
+}
+
+// rgb: (O, 3, k, k) -> grey: (O, 1, k, k), the sum over the input channels:
+// a grey image fed to every colour channel gives the same response (timm's
+// adapt_input_conv).
+static void sum_input_channels(const float *rgb, float *grey, const int64_t *shape)
+{
+    size_t taps = (size_t)(shape[2] * shape[3]);
+    for (int64_t o = 0; o < shape[0]; o++)
+        for (size_t t = 0; t < taps; t++)
+            grey[o * taps + t] = rgb[(o * 3 + 0) * taps + t] + rgb[(o * 3 + 1) * taps + t] +
+                                 rgb[(o * 3 + 2) * taps + t];
+}
+
+static bool st_load_checked(const char *path, model *m, unsigned parts, char *err, size_t errlen);
+
 bool ckpt_load_checked(const char *path, model *m, optimizer *o, unsigned parts, char *err, size_t errlen)
 {
+    if (st_sniff(path))
+        return st_load_checked(path, m, parts, err, errlen);
     mts_limits lim = mts_limits_default();
     mts_reader *r = mts_reader_open(path, &lim);
     if (!r) {
@@ -322,15 +379,8 @@ bool ckpt_load_checked(const char *path, model *m, optimizer *o, unsigned parts,
     if (!parse_header(&f, &cfg, &info, err, errlen))
         goto done;
     ckpt_info_free(&info);
-    const resnet_config *a = &cfg.encoder, *b = &m->cfg.encoder;
-    if ((parts & CKPT_ENCODER) &&
-        (a->depth != b->depth || a->width != b->width || a->stem != b->stem || a->in_ch != b->in_ch)) {
-        char have[200], want[200];
-        model_describe(&cfg, have, sizeof have);
-        model_describe(&m->cfg, want, sizeof want);
-        snprintf(err, errlen, "the checkpoint's encoder (%s) differs from this model's (%s)", have, want);
+    if (!same_encoder(&cfg, &m->cfg, parts, err, errlen))
         goto done;
-    }
     // The header's counts, before the next read replaces the frame.
     int64_t expected = -1, optimizer_step = 0;
     obj_int(&f.root, "tensors", &expected);
@@ -368,10 +418,8 @@ bool ckpt_load_checked(const char *path, model *m, optimizer *o, unsigned parts,
                      part == CKPT_FC ? "classifier" : "encoder");
             goto done;
         }
-        bool same = t.dtype == e->dtype && t.rank == e->rank;
-        for (int k = 0; same && k < t.rank; k++)
-            same = t.shape[k] == e->shape[k];
-        if (!same) {
+        bool grey = is_grey_conv1(e, parts, t.rank, t.shape);
+        if (t.dtype != e->dtype || !same_shape(e, t.rank, t.shape, grey)) {
             char have[128], want[128];
             describe_shape(have, sizeof have, t.rank, t.shape);
             describe_shape(want, sizeof want, e->rank, e->shape);
@@ -379,7 +427,14 @@ bool ckpt_load_checked(const char *path, model *m, optimizer *o, unsigned parts,
                      mts_dtype_name(t.dtype), have, mts_dtype_name(e->dtype), want);
             goto done;
         }
-        memcpy(e->data, t.data, t.nbytes);
+        if (grey) {
+            float *rgb = xmalloc(t.nbytes);
+            memcpy(rgb, t.data, t.nbytes);
+            sum_input_channels(rgb, e->data, e->shape);
+            free(rgb);
+        } else {
+            memcpy(e->data, t.data, t.nbytes);
+        }
         e->loaded = true;
     }
     if (got < 0) {
@@ -410,4 +465,283 @@ void ckpt_load(const char *path, model *m, optimizer *o, unsigned parts)
     char err[400];
     if (!ckpt_load_checked(path, m, o, parts, err, sizeof err))
         die(path, "%s", err);
+}
+
+// ---- safetensors: torchvision's names, no optimiser state ------------------------------
+
+// The blocks per layer of torchvision's ResNets.
+static const struct {
+    int depth;
+    bool bottleneck;
+    int blocks[4];
+} layouts[] = {
+    {18, false, {2, 2, 2, 2}}, {34, false, {3, 4, 6, 3}}, {50, true, {3, 4, 6, 3}},
+    {101, true, {3, 4, 23, 3}}, {152, true, {3, 8, 36, 3}},
+};
+
+static bool failf_ckpt(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool failf_ckpt(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+static const st_entry *find_rank(const st_file *f, const char *name, int rank)
+{
+    const st_entry *e = st_find(f, name);
+    return e && e->rank == rank ? e : NULL;
+}
+
+static bool meta_int(const st_file *f, const char *key, int64_t *out)
+{
+    const char *s = st_meta(f, key);
+    char *end;
+    if (!s)
+        return false;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end)
+        return false;
+    *out = v;
+    return true;
+}
+
+// The model a file's tensors describe: the depth from the blocks per layer
+// and the block kind, the stem from conv1's kernel, the channels from its
+// input, the width from its output (or our metadata: round(64 w) does not
+// give w back), the head and classifier from theirs.  Shapes beyond these
+// are checked when the tensors are loaded into the model built from this.
+static bool st_config(const st_file *f, model_config *cfg, ckpt_info *info, char *err, size_t errlen)
+{
+    const st_entry *conv1 = find_rank(f, "conv1.weight", 4);
+    if (!conv1)
+        return failf_ckpt(err, errlen, "conv1.weight: no such (O, C, k, k) tensor: not a torchvision ResNet");
+    const int64_t *s = conv1->shape;
+    if (!((s[2] == 7 && s[3] == 7) || (s[2] == 3 && s[3] == 3)) || (s[1] != 1 && s[1] != 3) || s[0] < 1 ||
+        s[0] > 64 * 16)
+        return failf_ckpt(err, errlen, "conv1.weight: shape (%lld,%lld,%lld,%lld), not a ResNet stem of 1 or 3 "
+                          "channels with a 7x7 or 3x3 kernel", (long long)s[0], (long long)s[1], (long long)s[2],
+                          (long long)s[3]);
+    int blocks[4];
+    char name[PARAM_NAME_MAX];
+    for (int l = 0; l < 4; l++) {
+        blocks[l] = 0;
+        for (;;) {
+            snprintf(name, sizeof name, "layer%d.%d.conv1.weight", l + 1, blocks[l]);
+            if (!st_find(f, name) || blocks[l] == 64)
+                break;
+            blocks[l]++;
+        }
+    }
+    bool bottleneck = st_find(f, "layer1.0.conv3.weight") != NULL;
+    int depth = 0;
+    for (size_t i = 0; i < sizeof layouts / sizeof *layouts; i++)
+        if (layouts[i].bottleneck == bottleneck && memcmp(layouts[i].blocks, blocks, sizeof blocks) == 0)
+            depth = layouts[i].depth;
+    if (!depth)
+        return failf_ckpt(err, errlen, "layer1-4: %d, %d, %d and %d %s blocks, not a ResNet-18, 34, 50, 101 or 152",
+                          blocks[0], blocks[1], blocks[2], blocks[3], bottleneck ? "bottleneck" : "basic");
+    double width = (double)s[0] / 64;
+    const char *w = st_meta(f, "medssl.width");
+    if (w) {
+        char *end;
+        double v = strtod(w, &end);
+        if (end == w || *end || !(v > 0 && v <= 16) || (lround(64 * v) > 1 ? lround(64 * v) : 1) != s[0])
+            return failf_ckpt(err, errlen, "__metadata__: medssl.width '%s' does not give conv1's %lld channels", w,
+                              (long long)s[0]);
+        width = v;
+    }
+    *cfg = model_config_default();
+    cfg->encoder = (resnet_config){.depth = depth, .width = width,
+                                   .stem = s[2] == 7 ? RESNET_STEM_LARGE : RESNET_STEM_SMALL, .in_ch = (int)s[1]};
+    cfg->head_layers = 0;
+    for (int l = 0; l < MODEL_MAX_HEAD; l++) {
+        snprintf(name, sizeof name, "head.%d.linear.weight", l);
+        const st_entry *h = find_rank(f, name, 2);
+        if (!h)
+            break;
+        if (h->shape[0] < 1 || h->shape[0] > 1 << 16)
+            return failf_ckpt(err, errlen, "%s: %lld outputs, out of range", name, (long long)h->shape[0]);
+        if (l == 0)
+            cfg->head_hidden = (int)h->shape[0];
+        cfg->proj_dim = (int)h->shape[0];
+        cfg->head_layers = l + 1;
+    }
+    if (cfg->head_layers == 1)
+        return failf_ckpt(err, errlen, "head.1.linear.weight: missing (a projection head has 2 or 3 layers)");
+    const st_entry *fc = find_rank(f, "fc.weight", 2);
+    if (fc && (fc->shape[0] < 1 || fc->shape[0] > CKPT_MAX_CLASSES))
+        return failf_ckpt(err, errlen, "fc.weight: %lld classes, over the limit of %d", (long long)fc->shape[0],
+                          CKPT_MAX_CLASSES);
+    cfg->classes = fc ? (int)fc->shape[0] : 0;
+    double count = model_param_count(cfg);
+    if (count > MODEL_MAX_PARAMS)
+        return failf_ckpt(err, errlen, "a model of %.0f parameters, over the limit of %.0f", count,
+                          (double)MODEL_MAX_PARAMS);
+    // Every parameter takes 2 bytes at least (F16, BF16): a small file whose
+    // names describe a big model is refused before the model is built.
+    if ((double)f->data_size < 2 * count)
+        return failf_ckpt(err, errlen, "%llu bytes of tensors, too few for the %.0f parameters of the model "
+                          "its names describe", (unsigned long long)f->data_size, count);
+    memset(info, 0, sizeof *info);
+    info->loss = NAN;
+    meta_int(f, "medssl.step", &info->step);
+    meta_int(f, "medssl.records", &info->records);
+    meta_int(f, "medssl.epoch", &info->epoch);
+    const char *loss = st_meta(f, "medssl.loss");
+    if (loss)
+        info->loss = strtod(loss, NULL);
+    const char *trained_on = st_meta(f, "medssl.trained_on");
+    if (trained_on)
+        snprintf(info->trained_on, sizeof info->trained_on, "%s", trained_on);
+    const char *task = st_meta(f, "medssl.task");
+    if (task && (strcmp(task, "multiclass") == 0 || strcmp(task, "multilabel") == 0))
+        snprintf(info->task, sizeof info->task, "%s", task);
+    // Class names, one per line.
+    const char *names = st_meta(f, "medssl.class_names");
+    for (const char *p = names; p && *p && info->nclasses < CKPT_MAX_CLASSES;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        info->class_names[info->nclasses] = xmalloc(len + 1);
+        memcpy(info->class_names[info->nclasses], p, len);
+        info->class_names[info->nclasses++][len] = 0;
+        p += len + (nl != NULL);
+    }
+    return true;
+}
+
+static bool st_read_header(const char *path, model_config *cfg, ckpt_info *info, char *err, size_t errlen)
+{
+    st_file *f = st_open(path, err, errlen);
+    if (!f)
+        return false;
+    bool ok = st_config(f, cfg, info, err, errlen);
+    st_close(f);
+    return ok;
+}
+
+static bool st_load_checked(const char *path, model *m, unsigned parts, char *err, size_t errlen)
+{
+    if (parts & CKPT_STATE)
+        return failf_ckpt(err, errlen, "a safetensors file holds no optimiser state (--resume takes our checkpoints)");
+    st_file *f = st_open(path, err, errlen);
+    if (!f)
+        return false;
+    named_tensor *ts = NULL;
+    bool ok = false;
+    model_config cfg;
+    ckpt_info info;
+    if (!st_config(f, &cfg, &info, err, errlen))
+        goto done;
+    ckpt_info_free(&info);
+    if (!same_encoder(&cfg, &m->cfg, parts, err, errlen))
+        goto done;
+    int count;
+    ts = list_tensors(m, NULL, &count);
+    for (int i = 0; i < f->count; i++) {
+        const st_entry *s = &f->entries[i];
+        unsigned part = part_of(s->name);
+        if (!(parts & part))
+            continue;
+        named_tensor *e = NULL;
+        for (int k = 0; k < count && !e; k++)
+            if (strcmp(ts[k].name, s->name) == 0)
+                e = &ts[k];
+        if (!e) {
+            failf_ckpt(err, errlen, "%s: the file has it, this model does not (a different %s?)", s->name,
+                       part == CKPT_HEAD ? "projection head" : part == CKPT_FC ? "classifier" : "encoder");
+            goto done;
+        }
+        bool grey = is_grey_conv1(e, parts, s->rank, s->shape);
+        bool floating = s->dtype == ST_F32 || s->dtype == ST_F16 || s->dtype == ST_BF16 || s->dtype == ST_F64;
+        if (!(e->dtype == MTS_I64 ? s->dtype == ST_I64 : floating) || !same_shape(e, s->rank, s->shape, grey)) {
+            char have[128], want[128];
+            describe_shape(have, sizeof have, s->rank, s->shape);
+            describe_shape(want, sizeof want, e->rank, e->shape);
+            failf_ckpt(err, errlen, "%s: the file's is %s %s, this model's %s %s", s->name, st_dtype_name(s->dtype),
+                       have, e->dtype == MTS_I64 ? "I64" : "F32 (or F16, BF16, F64)", want);
+            goto done;
+        }
+        bool read;
+        if (e->dtype == MTS_I64) {
+            read = st_read_i64(f, s, e->data, err, errlen);
+        } else if (grey) {
+            float *rgb = xmalloc((size_t)s->count * sizeof *rgb);
+            read = st_read_f32(f, s, rgb, err, errlen);
+            if (read)
+                sum_input_channels(rgb, e->data, e->shape);
+            free(rgb);
+        } else {
+            read = st_read_f32(f, s, e->data, err, errlen);
+        }
+        if (!read)
+            goto done;
+        e->loaded = true;
+    }
+    // num_batches_tracked only counts steps (batch norm here uses a fixed
+    // momentum), and some exporters drop it: it may be missing.
+    for (int i = 0; i < count; i++) {
+        size_t len = strlen(ts[i].name);
+        if ((parts & ts[i].part) && !ts[i].loaded &&
+            !(len > 20 && strcmp(ts[i].name + len - 20, ".num_batches_tracked") == 0)) {
+            failf_ckpt(err, errlen, "%s: this model has it, the file does not", ts[i].name);
+            goto done;
+        }
+    }
+    ok = true;
+done:
+    free(ts);
+    st_close(f);
+    return ok;
+}
+
+void ckpt_export(const char *path, const model *m, const ckpt_info *info, unsigned parts)
+{
+    int count;
+    named_tensor *ts = list_tensors(m, NULL, &count);
+    st_writer *w = st_writer_new();
+    model_config c = m->cfg;
+    if (!(parts & CKPT_HEAD))
+        c.head_layers = 0;
+    if (!(parts & CKPT_FC))
+        c.classes = 0;
+    char buf[256];
+    model_describe(&c, buf, sizeof buf);
+    st_add_meta(w, "medssl.model", buf);
+    snprintf(buf, sizeof buf, "%.17g", c.encoder.width);
+    st_add_meta(w, "medssl.width", buf);
+    snprintf(buf, sizeof buf, "%lld", (long long)info->step);
+    st_add_meta(w, "medssl.step", buf);
+    snprintf(buf, sizeof buf, "%lld", (long long)info->records);
+    st_add_meta(w, "medssl.records", buf);
+    snprintf(buf, sizeof buf, "%lld", (long long)info->epoch);
+    st_add_meta(w, "medssl.epoch", buf);
+    snprintf(buf, sizeof buf, "%.9g", info->loss);
+    st_add_meta(w, "medssl.loss", buf);
+    if (info->task[0])
+        st_add_meta(w, "medssl.task", info->task);
+    if (info->trained_on[0])
+        st_add_meta(w, "medssl.trained_on", info->trained_on);
+    if ((parts & CKPT_FC) && info->nclasses) {
+        size_t len = 1;
+        for (int i = 0; i < info->nclasses; i++)
+            len += strlen(info->class_names[i]) + 1;
+        char *names = xcalloc(len, 1);
+        for (int i = 0; i < info->nclasses; i++) {
+            strcat(names, info->class_names[i]);
+            if (i + 1 < info->nclasses)
+                strcat(names, "\n");
+        }
+        st_add_meta(w, "medssl.class_names", names);
+        free(names);
+    }
+    st_add_meta(w, "medssl.version", MEDSSL_VERSION);
+    for (int i = 0; i < count; i++)
+        if (parts & ts[i].part)
+            st_add(w, ts[i].name, ts[i].dtype == MTS_I64 ? ST_I64 : ST_F32, ts[i].rank, ts[i].shape, ts[i].data);
+    st_write(w, path);
+    free(ts);
 }

@@ -5,7 +5,7 @@
 //   header  {"mts": 1, "tool", "args", "checkpoint": 1, "model": {depth, width,
 //            stem, in_ch, head_layers, head_hidden, proj_dim, classes},
 //            "step", "records", "epoch", "loss", "rng": [7 ints], "task",
-//            "class_names": [...], "optimizer": name, "tensors": count}
+//            "class_names": [...], "optimizer": name, "trained_on", "tensors": count}
 //   records {"name": "layer1.0.conv1.weight", "kind": "param"|"buffer"|"state",
 //            "tensor": f32 (or i64 for num_batches_tracked)}
 //
@@ -14,6 +14,16 @@
 // configuration and every shape and says what differs; it can take a subset
 // (the encoder only, to fine-tune or to start step 2 of the protocol from
 // step 1; with or without the projection head and the classifier).
+//
+// Weights also leave and enter as safetensors (safetensors.h) under
+// torchvision's names, so that torchvision, timm and MONAI load them as they
+// are: ckpt_export writes one; ckpt_read_header and ckpt_load take one
+// wherever they take a checkpoint (told apart by st_sniff).  Such a file
+// holds no optimiser state; its model is read off its tensors' names and
+// shapes (the depth from the blocks per layer, the stem from conv1's kernel,
+// the width from its channels or from our metadata), and its training
+// position from our metadata ("medssl.step", ...) when we wrote it.  The
+// projection head is "head.<l>.linear.weight" and "head.<l>.bn.*" there too.
 #ifndef MEDSSL_CKPT_H
 #define MEDSSL_CKPT_H
 
@@ -37,6 +47,7 @@ typedef struct {
     int nclasses;
     char *class_names[CKPT_MAX_CLASSES];  // owned (ckpt_info_free)
     char optimizer[16]; // "" when no optimiser state is saved
+    char trained_on[160]; // what the run read (stream_info.trained_on), or ""
 } ckpt_info;
 
 void ckpt_info_free(ckpt_info *info);
@@ -55,6 +66,9 @@ enum {
     CKPT_FC = 4,        // classifier
     CKPT_STATE = 8,     // optimiser state (o must not be NULL)
     CKPT_ALL = 15,
+    // With CKPT_ENCODER: a 3-channel checkpoint may go into a 1-channel
+    // model, conv1's weight summed over its input channels (as timm does).
+    CKPT_GREY = 16,
 };
 
 // Copies the chosen parts into m (and o), which must have the same shapes
@@ -64,5 +78,10 @@ enum {
 bool ckpt_load_checked(const char *path, model *m, optimizer *o, unsigned parts, char *err, size_t errlen);
 // The same, dying with "path: what differs".
 void ckpt_load(const char *path, model *m, optimizer *o, unsigned parts);
+
+// Writes the chosen parts (CKPT_ENCODER, CKPT_HEAD, CKPT_FC) as safetensors,
+// float32 with I64 num_batches_tracked, atomically; the metadata has
+// "format": "pt", the model's description and width and the info.
+void ckpt_export(const char *path, const model *m, const ckpt_info *info, unsigned parts);
 
 #endif

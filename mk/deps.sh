@@ -4,7 +4,7 @@
 # As root it runs apt-get; otherwise it prints the exact command to run.
 set -eu
 
-build="pkg-config gcc make libvips-dev libvips-tools libmsgpack-dev libzstd-dev zstd libtiff-dev libjpeg62-turbo-dev libblis-openmp-dev"
+build="pkg-config gcc make libvips-dev libvips-tools libmsgpack-dev libzstd-dev zstd libtiff-dev libjpeg62-turbo-dev libblis-openmp-dev libcjson-dev"
 # man-db: the man-page tests render every page with man(1), which a minimal
 # Debian does not have.
 check="$build time man-db python3-numpy python3-msgpack dataset-fashion-mnist clang libclang-rt-14-dev libomp-14-dev"

@@ -9,7 +9,8 @@ script=finetune-eval.sh
 usage() {
     cat <<USAGE
 usage: $script [options] PACK (INIT.ckpt | --random-init) OUTDIR [-- FINETUNE OPTIONS...]
-Fine-tune on PACK's train split and evaluate; writes OUTDIR/finetune.ckpt,
+Fine-tune on PACK's train split and evaluate (INIT may be a .safetensors file
+of torchvision's names, e.g. supervised ImageNet weights); writes OUTDIR/finetune.ckpt,
 OUTDIR/finetune.tsv, and per test split OUTDIR/<split>.scores.mts (embed's
 output), <split>.json and <split>.txt (auc's report).
 

@@ -16,7 +16,8 @@ Contrastive pretraining ($mode pairs) from PACK into OUT.ckpt:
   --size S          augmented image size (default 224)
   --split LIST      splits to train on (default train)
   --seed S          sampling seed; augment uses S+1 (default 1)
-  --init CKPT       start from this checkpoint (step 2 of the protocol)
+  --init CKPT       start from this checkpoint (step 2 of the protocol), or from
+                    a .safetensors file of torchvision's names (see ckpt(1))
   --resume          continue OUT.ckpt where it stopped (same options)
   --augment "OPTS"  extra augment options, e.g. "--rotate 15 --vflip-p 0.5"
   --augment-threads N  threads of augment (default 1)

@@ -23,7 +23,7 @@ static const char usage_text[] =
     "Features, logits or probabilities of a checkpoint for every image (standard\n"
     "input when no IMAGES); case, instance, split and label are passed through.\n"
     "\n"
-    "  -c, --ckpt FILE         the model\n"
+    "  -c, --ckpt FILE         the model (a checkpoint or .safetensors)\n"
     "  -k, --output-key K      features (the encoder's), logits or probs\n"
     "                          (default probs when the model has a classifier, else features)\n"
     "      --per-case mean     average the records of each case into one (in the order\n"

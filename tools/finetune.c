@@ -28,7 +28,7 @@ static const char usage_text[] =
     "Supervised fine-tuning from labeled images (standard input when no IMAGES).\n"
     "\n"
     "  -o, --output FILE       the fine-tuned checkpoint (with --val: the best epoch's)\n"
-    "      --init CKPT         start from this checkpoint's encoder (pretrained)\n"
+    "      --init CKPT         start from this checkpoint's encoder (pretrained; or .safetensors)\n"
     "      --random-init       start from random weights (the supervised baseline)\n"
     "      --task T            multiclass or multilabel (default: the stream header's)\n"
     "      --linear            train the classifier only: frozen encoder and batch norms\n"
@@ -304,6 +304,7 @@ int main(int argc, char **argv)
     record_meta *meta = xcalloc((size_t)batch, sizeof *meta);
     ckpt_info save = {.loss = NAN, .nclasses = si->nclasses};
     snprintf(save.task, sizeof save.task, "%s", task);
+    snprintf(save.trained_on, sizeof save.trained_on, "%s", si->trained_on);
     for (int k = 0; k < si->nclasses; k++)
         save.class_names[k] = si->classes[k];
     double best_metric = -INFINITY;

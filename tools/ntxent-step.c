@@ -40,7 +40,7 @@ static const char usage_text[] =
     "      --strict-length     refuse a stream longer or shorter than the schedule (default: stop\n"
     "                          at the schedule's end and say what was left unread)\n"
     "      --init CKPT         start from another checkpoint's encoder (and its head when\n"
-    "                          it has the same shape): step 2 of the protocol\n"
+    "                          it has the same shape; or .safetensors): step 2 of the protocol\n"
     "      --resume CKPT       continue a run exactly (feed pair-sample --start STEP x N)\n"
     "      --save-every K      also save every K steps (default 0: at the end only)\n"
     "      --log FILE          per-step TSV: step epoch loss pos_acc lr images_per_s\n"
@@ -158,6 +158,9 @@ int main(int argc, char **argv)
     optimizer *o = optim_create(&m.params, &oc);
     int64_t step = 0;
     if (resume) {
+        if (!info.optimizer[0])
+            die(resume, "no optimiser state in it (a safetensors file, or a fine-tuned model): --resume continues "
+                "a run of ntxent-step, --init starts one from these weights");
         if (strcmp(info.optimizer, optim_kind_name(okind)) != 0)
             die(resume, "saved with optimizer '%s', this run uses '%s'", info.optimizer, optim_kind_name(okind));
         ckpt_load(resume, &m, o, CKPT_ENCODER | CKPT_HEAD | CKPT_STATE);
@@ -209,6 +212,7 @@ int main(int argc, char **argv)
     int64_t first_step = step;
     float last_loss = NAN;
     ckpt_info save = {.loss = NAN};
+    snprintf(save.trained_on, sizeof save.trained_on, "%s", si->trained_on);
     bool schedule_done = false;
     for (;;) {
         if (step >= length.steps) {
@@ -249,7 +253,10 @@ int main(int argc, char **argv)
                             (long long)step, (long long)length.steps, epoch, loss, loss_avg,
                             (double)correct / (2 * n), lr, 2 * n / dt, per * (double)(length.steps - step));
         }
-        save = (ckpt_info){.step = step, .records = step * batch, .epoch = (int64_t)epoch, .loss = last_loss};
+        save.step = step;
+        save.records = step * batch;
+        save.epoch = (int64_t)epoch;
+        save.loss = last_loss;
         if (stop)
             break;
         if (save_every && step % save_every == 0)
@@ -272,8 +279,9 @@ int main(int argc, char **argv)
             die(batch_name(in), "fewer pairs than one batch of %d: nothing trained", batch);
         if (schedule_done)
             train_schedule_done(&length, in, (step - first_step) * batch, step, batch, co.quiet);
-        save = (ckpt_info){.step = step, .records = step * batch, .epoch = step * batch / pairs_per_epoch,
-                           .loss = last_loss};
+        save.step = step;   // also when a resumed run had nothing left to do
+        save.records = step * batch;
+        save.epoch = step * batch / pairs_per_epoch;
         ckpt_save(output, &m, o, &save, "ntxent-step", argc, argv);
         if (!co.quiet)
             fprintf(stderr, "ntxent-step: %lld steps, final loss %.4f, %.1f images/s; saved %s\n",

@@ -2,7 +2,8 @@
 // kind they read, made with the library's own writers so that the seeds
 // follow the formats as they are today.
 //
-//   mkseeds DIR     writes DIR/stream, DIR/pack, DIR/ckpt, DIR/csv, DIR/image
+//   mkseeds DIR     writes DIR/stream, DIR/pack, DIR/ckpt, DIR/safetensors, DIR/csv,
+//                   DIR/image
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "model.h"
 #include "optim.h"
 #include "pack.h"
+#include "safetensors.h"
 #include "stream.h"
 #include "util.h"
 
@@ -240,6 +242,40 @@ static void ckpt_seeds(void)
     decompress(ft, seed_path("ckpt", "classifier-sgd-raw.ckpt"));
 }
 
+// ---- safetensors -------------------------------------------------------------------
+
+// An export of the ResNet-18 x1/64 above with its head (the loader's every
+// path: the model read off the names, F32 and I64 tensors, metadata), and a
+// file of every dtype the reader converts, an empty tensor and a scalar.
+static void safetensors_seeds(void)
+{
+    model_config cfg = {.encoder = {.depth = 18, .width = 1.0 / 64, .stem = RESNET_STEM_SMALL, .in_ch = 3},
+                        .head_layers = 2, .head_hidden = 4, .proj_dim = 4, .classes = 2};
+    model m;
+    model_init(&m, &cfg, 1);
+    ckpt_info info = {.step = 3, .records = 12, .epoch = 1, .loss = 2.5, .task = "multiclass", .nclasses = 2};
+    char *names[2] = {"cat", "dog"};
+    info.class_names[0] = names[0];
+    info.class_names[1] = names[1];
+    ckpt_export(seed_path("safetensors", "resnet18-head-fc.safetensors"), &m, &info,
+                CKPT_ENCODER | CKPT_HEAD | CKPT_FC);
+    model_free(&m);
+    static const uint16_t half[3] = {0x3c00, 0x8001, 0x7e00}, bf16[2] = {0x3f80, 0xff80};
+    static const double f64[2] = {0.1, -1e300};
+    static const int64_t i64 = 7;
+    static const uint8_t u8[4] = {1, 2, 3, 4};
+    int64_t s3 = 3, s2 = 2, s22[2] = {2, 2}, s0 = 0;
+    st_writer *w = st_writer_new();
+    st_add_meta(w, "note", "every dtype the reader converts");
+    st_add(w, "f16", ST_F16, 1, &s3, half);
+    st_add(w, "bf16", ST_BF16, 1, &s2, bf16);
+    st_add(w, "f64", ST_F64, 1, &s2, f64);
+    st_add(w, "i64", ST_I64, 0, NULL, &i64);
+    st_add(w, "u8", ST_U8, 2, s22, u8);
+    st_add(w, "empty", ST_F32, 1, &s0, u8);
+    st_write(w, seed_path("safetensors", "dtypes.safetensors"));
+}
+
 // ---- manifests --------------------------------------------------------------------
 
 static void csv_seeds(void)
@@ -319,6 +355,7 @@ int main(int argc, char **argv)
     stream_seeds();
     pack_seeds();
     ckpt_seeds();
+    safetensors_seeds();
     csv_seeds();
     image_seeds();
     return 0;
