@@ -4,8 +4,8 @@
 # As root it runs apt-get; otherwise it prints the exact command to run.
 set -eu
 
-build="pkg-config gcc make libvips-dev libvips-tools libmsgpack-dev libzstd-dev zstd libtiff-dev libjpeg62-turbo-dev libblis-openmp-dev"
-check="$build time python3-numpy python3-msgpack dataset-fashion-mnist clang libclang-rt-14-dev libomp-14-dev"
+build="pkg-config gcc make libvips-dev libvips-tools libmsgpack-dev libzstd-dev zstd libtiff-dev libjpeg62-turbo-dev libblis-openmp-dev libcharls-dev libopenjp2-7-dev zlib1g-dev"
+check="$build time python3-numpy python3-msgpack python3-pydicom dataset-fashion-mnist clang libclang-rt-14-dev libomp-14-dev"
 demo="$build dataset-fashion-mnist"
 bench="$check python3-torch python3-torchvision python3-sklearn python3-pil hyperfine"
 valgrind="$build valgrind"
