@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include "jpeg.h"
+#include "ljpeg.h"
 #include "util.h"
 
 #define UNDEFINED 0xFFFFFFFFu
@@ -402,7 +403,7 @@ static bool read_dataset(parser *ps, size_t pos, bool explicit_vr, dicom_file *f
             double v;
             if (!get_number(ps, &e, &v))
                 return false;
-            if (v != (int)v || v < 1 || v > DICOM_MAX_FRAMES)
+            if (!(v >= 1 && v <= DICOM_MAX_FRAMES) || v != (int)v)
                 return fail(ps, pos, t, "Number of Frames %g is not 1 to %d", v, DICOM_MAX_FRAMES);
             f->frames = (int)v;
         }
@@ -584,9 +585,6 @@ bool dicom_check_image(dicom_file *f, char *err, size_t errlen)
     if (f->codec == DICOM_OTHER)
         return refuse(err, errlen, "transfer syntax %s (%s) is not read here: convert the file first, e.g. "
                       "gdcmconv --raw IN OUT", ts, tsname ? tsname : "unknown");
-    if (f->codec == DICOM_JPEG_LOSSLESS)
-        return refuse(err, errlen, "transfer syntax %s (%s): Debian's libjpeg-turbo 2.1 cannot decode lossless "
-                      "JPEG; convert the file first, e.g. gdcmconv --raw IN OUT or dcmdjpeg IN OUT", ts, tsname);
     if (f->rows < 1 || f->columns < 1)
         return refuse(err, errlen, "Rows (0028,0010) %d, Columns (0028,0011) %d: no image", f->rows, f->columns);
     if (f->bits_allocated != 8 && f->bits_allocated != 16)
@@ -621,6 +619,9 @@ bool dicom_check_image(dicom_file *f, char *err, size_t errlen)
                           f->pixel_tag_offset, ts, tsname);
         // Sizes: rows, columns < 2^16, samples <= 3, frames <= 10^5: no overflow.
         size_t need = frame_bytes(f) * (size_t)f->frames;
+        // Byte-swapped 8-bit samples (decode_native) read whole words.
+        if (f->bits_allocated == 8 && f->big_endian && f->pixel_ow)
+            need += need & 1;
         if (f->pixel_length < need)
             return refuse(err, errlen, "byte %zu, tag (7FE0,0010): %zu bytes of pixel data, fewer than the %zu "
                           "that %d frames of %d x %d x %d samples of %d bits need", f->pixel_tag_offset,
@@ -942,6 +943,16 @@ static bool decode_j2k(const dicom_file *f, const uint8_t *p, size_t len, int32_
     return true;
 }
 
+static bool decode_ljpeg(const dicom_file *f, const uint8_t *p, size_t len, int32_t *out, char *err, size_t errlen)
+{
+    int precision;
+    if (!ljpeg_decode(p, len, f->columns, f->rows, f->samples, out, &precision, err, errlen))
+        return false;
+    if (precision > f->bits_allocated)
+        return refuse(err, errlen, "lossless JPEG: %d-bit samples in a %d-bit image", precision, f->bits_allocated);
+    return true;
+}
+
 bool dicom_decode_frame(const dicom_file *f, int k, int32_t *out, char *err, size_t errlen)
 {
     size_t n = (size_t)f->rows * f->columns * (size_t)f->samples;
@@ -972,6 +983,7 @@ bool dicom_decode_frame(const dicom_file *f, int k, int32_t *out, char *err, siz
     case DICOM_RLE: ok = decode_rle(f, p, len, out, err, errlen); break;
     case DICOM_JPEG: ok = decode_jpeg(f, p, len, out, err, errlen); break;
     case DICOM_JPEG_LS: ok = decode_jpeg_ls(f, p, len, out, err, errlen); break;
+    case DICOM_JPEG_LOSSLESS: ok = decode_ljpeg(f, p, len, out, err, errlen); break;
     case DICOM_J2K: ok = decode_j2k(f, p, len, out, err, errlen); break;
     default: ok = refuse(err, errlen, "transfer syntax %s is not decoded here", f->transfer_syntax); break;
     }

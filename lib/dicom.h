@@ -18,11 +18,12 @@
 //
 // Frames decode to the stored values, planar (samples, rows, columns) int32,
 // masked to BitsStored and sign-extended when PixelRepresentation is 1:
-// native, RLE Lossless (our decoder), JPEG baseline and 8-bit extended
-// (libjpeg-turbo: its output is RGB), JPEG-LS (CharLS), JPEG 2000
-// (OpenJPEG, which applies the codestream's colour transform).  Lossless
-// JPEG (process 14) and 12-bit JPEG are refused with a conversion command:
-// Debian 12's libjpeg-turbo 2.1 decodes 8-bit lossy JPEG only.
+// native, RLE Lossless (our decoder), lossless JPEG (process 14: our
+// decoder, lib/ljpeg.h), JPEG baseline and 8-bit extended (libjpeg-turbo:
+// its output is RGB), JPEG-LS (CharLS), JPEG 2000 (OpenJPEG, which applies
+// the codestream's colour transform).  12-bit JPEG is refused with a
+// conversion command: Debian 12's libjpeg-turbo 2.1 decodes 8-bit lossy
+// JPEG only.
 #ifndef MEDSSL_DICOM_H
 #define MEDSSL_DICOM_H
 

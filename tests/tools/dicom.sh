@@ -36,13 +36,27 @@ hashes=$(cd "$D" && dicomvals SC_rgb_rle.dcm SC_rgb_gdcm_KY.dcm | cut -d' ' -f2-
 dicomvals "$D/SC_rgb_jpeg_dcmtk.dcm" "$D/SC_rgb_dcmtk_+eb+cy+np.dcm" | grep -q ' 0 3 100 100 0 255 ' \
     && pass "JPEG baseline, YBR_FULL and YBR_FULL_422, 3 x 100 x 100" || fail "jpeg" "$(dicomvals "$D/SC_rgb_jpeg_dcmtk.dcm")"
 
+# Lossless JPEG (process 14), our decoder: the RGB sample (one scan per
+# component, predictor 1) as its RLE twin; MR_small's values encoded by
+# tests/helpers/mkljpeg.py (16-bit, predictors 1 to 7, a restart interval,
+# a point transform) as MR_small.
+hashes=$(cd "$D" && dicomvals SC_rgb_jpeg_gdcm.dcm SC_rgb_rle.dcm | cut -d' ' -f2-)
+[ "$(sort -u <<<"$hashes" | wc -l)" -eq 1 ] && pass "lossless JPEG SV1, RGB: as RLE" || fail "ljpeg rgb" "$hashes"
+$PY "$top/tests/helpers/mkljpeg.py" "$D/MR_small.dcm"
+ref=$(dicomvals "$D/MR_small.dcm" | cut -d' ' -f2-)
+hashes=$(dicomvals ljpeg_p[1-7].dcm ljpeg_rst.dcm | cut -d' ' -f2-)
+[ "$(wc -l <<<"$hashes")" -eq 8 ] && [ "$(sort -u <<<"$hashes")" = "$ref" ] \
+    && pass "lossless JPEG, 16-bit: predictors 1 to 7 and a restart interval decode to MR_small's values" \
+    || fail "ljpeg predictors" "$ref" "$hashes"
+dicomvals ljpeg_pt.dcm | grep -q ' 0 1 64 64 124 2144 ' && pass "lossless JPEG: the point transform" \
+    || fail "ljpeg pt" "$(dicomvals ljpeg_pt.dcm)"
+grep -Eq 'ljpeg_cut.dcm error: frame 0: lossless JPEG: byte [0-9]+: the coded data ends before pixel [0-9]+ of 4096' \
+    <<<"$(dicomvals ljpeg_cut.dcm)" && pass "lossless JPEG cut short: an error, not grey" || fail "ljpeg cut" "$(dicomvals ljpeg_cut.dcm)"
+
 # Refusals name the transfer syntax and a conversion command.
 grep -q 'JPGExtended.dcm error: frame 0: transfer syntax 1.2.840.10008.1.2.4.51 (JPEG Extended): Unsupported JPEG data precision 12; convert the file first, e.g. gdcmconv --raw IN OUT' \
     <<<"$(dicomvals "$D/JPGExtended.dcm")" && pass "12-bit JPEG refused with a conversion command" \
     || fail "12-bit" "$(dicomvals "$D/JPGExtended.dcm")"
-grep -q 'transfer syntax 1.2.840.10008.1.2.4.70 (JPEG Lossless, SV1): .*cannot decode lossless JPEG; convert the file first, e.g. gdcmconv --raw IN OUT or dcmdjpeg IN OUT' \
-    <<<"$(dicomvals "$D/SC_rgb_jpeg_gdcm.dcm")" && pass "lossless JPEG refused with a conversion command" \
-    || fail "lossless jpeg" "$(dicomvals "$D/SC_rgb_jpeg_gdcm.dcm")"
 
 # Malformed files: the byte offset and the tag.
 head -c 140 "$D/CT_small.dcm" > cut140.dcm
@@ -167,7 +181,7 @@ bad_file "a deflated data set cut short" "dfl_cut.dcm: byte [0-9]+, tag \(0000,0
 # other file named with its reason.
 case-pack -o all.pack --size 32 --dir "$D" --layout dicom 2>err.txt; rc=$?
 summary=$(grep 'all.pack: ' err.txt)
-[ $rc -eq 0 ] && grep -q 'all.pack: 16 cases, 69 images' <<<"$summary" \
+[ $rc -eq 0 ] && grep -q 'all.pack: 16 cases, 70 images' <<<"$summary" \
     && grep -q 'README.txt: not a DICOM file (skipped)' err.txt \
     && grep -q 'rtplan.dcm: no Pixel Data (7FE0,0010): not an image (skipped)' err.txt \
     && grep -q 'DICOM files without a PatientID: each is a case of its own' err.txt \
