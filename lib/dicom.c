@@ -1,6 +1,7 @@
 #include "dicom.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,6 +251,61 @@ static bool get_number(parser *ps, const element *e, double *out)
     return true;
 }
 
+// The first item of the VOI LUT Sequence seq: its LUT Descriptor
+// (0028,3002) and LUT Data (0028,3006), checked against each other.
+static bool read_voi_lut(parser *ps, const element *seq, bool explicit_vr, dicom_file *f)
+{
+    if (seq->length == 0)
+        return true;
+    element it;
+    if (!read_element(ps, seq->value, explicit_vr, &it))
+        return false;
+    if (it.tag == SEQ_END)
+        return true;
+    if (it.tag != ITEM)
+        return fail(ps, it.start, it.tag, "an item expected in the VOI LUT Sequence");
+    size_t pos = it.value, end = it.length == UNDEFINED ? ps->n : it.value + it.length;
+    bool desc = false, lut = false;
+    size_t lut_length = 0;
+    while (pos < end) {
+        element e;
+        if (!read_element(ps, pos, explicit_vr, &e))
+            return false;
+        if (e.tag == ITEM_END)
+            break;
+        if (e.tag == TAG(0x0028, 0x3002)) {
+            if (e.length != 6)
+                return fail(ps, pos, e.tag, "a LUT Descriptor of %u bytes, not 3 values of 2", e.length);
+            const uint8_t *v = ps->p + e.value;
+            unsigned count = rd16(v, ps->big), first = rd16(v + 2, ps->big);
+            f->lut_count = count ? (int)count : 65536;
+            // The first mapped value is signed when the descriptor is SS
+            // (in implicit VR: when the pixels are signed).
+            bool ss = strcmp(e.vr, "SS") == 0 || (!*e.vr && f->pixel_representation == 1);
+            f->lut_first = ss ? (int16_t)first : (int)first;
+            f->lut_bits = (int)rd16(v + 4, ps->big);
+            if (f->lut_bits < 8 || f->lut_bits > 16)
+                return fail(ps, pos, e.tag, "LUT entries of %d bits (8 to 16)", f->lut_bits);
+            desc = true;
+        } else if (e.tag == TAG(0x0028, 0x3006)) {
+            if (e.length == UNDEFINED)
+                return fail(ps, pos, e.tag, "LUT Data of undefined length");
+            f->lut_offset = e.value;
+            lut_length = e.length;
+            lut = true;
+        }
+        if (!skip_element(ps, &e, explicit_vr, 1, &pos))
+            return false;
+    }
+    if (!desc || !lut)
+        return fail(ps, seq->start, seq->tag, "a VOI LUT without its %s",
+                    desc ? "LUT Data (0028,3006)" : "LUT Descriptor (0028,3002)");
+    if (lut_length < 2 * (size_t)f->lut_count)
+        return fail(ps, seq->start, seq->tag, "LUT Data of %zu bytes for %d entries", lut_length, f->lut_count);
+    f->has_voi_lut = true;
+    return true;
+}
+
 // ---- the file --------------------------------------------------------------------
 
 // Inflates the deflated data set (raw deflate, RFC 1951) after the meta group.
@@ -399,6 +455,8 @@ static bool read_dataset(parser *ps, size_t pos, bool explicit_vr, dicom_file *f
             return false;
         if (t == TAG(0x0028, 0x1050) && have)
             f->has_window = true;
+        if (t == TAG(0x0028, 0x3010) && !read_voi_lut(ps, &e, explicit_vr, f))
+            return false;
         if (t == TAG(0x0028, 0x0008) && have) {
             double v;
             if (!get_number(ps, &e, &v))
@@ -632,6 +690,14 @@ bool dicom_check_image(dicom_file *f, char *err, size_t errlen)
         return refuse(err, errlen, "byte %zu, tag (7FE0,0010): encapsulated pixel data in transfer syntax %s",
                       f->pixel_tag_offset, *ts ? ts : "(none)");
     return f->frame_first || map_frames(f, err, errlen);
+}
+
+double dicom_voi_lut(const dicom_file *f, double x)
+{
+    double i = rint(x) - f->lut_first;
+    size_t k = i <= 0 ? 0 : i >= f->lut_count - 1 ? (size_t)f->lut_count - 1 : (size_t)i;
+    unsigned v = rd16(f->data + f->lut_offset + 2 * k, f->big_endian) & ((1u << f->lut_bits) - 1);
+    return v / (double)((1u << f->lut_bits) - 1);
 }
 
 bool dicom_needs_rgb(const dicom_file *f)

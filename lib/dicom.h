@@ -6,9 +6,10 @@
 // implicit or explicit VR little endian, explicit VR big endian, or deflated
 // explicit VR little endian (inflated with zlib, to at most
 // DICOM_MAX_INFLATED bytes).  Sequences are skipped (items of defined or
-// undefined length, nested at most DICOM_MAX_DEPTH deep); the attributes
-// case-pack needs are kept: the ids cases are grouped by, the image pixel
-// module, rescale and window.  Pixel data is native or encapsulated (a basic
+// undefined length, nested at most DICOM_MAX_DEPTH deep), except the first
+// item of the VOI LUT Sequence; the attributes case-pack needs are kept:
+// the ids cases are grouped by, the image pixel module, rescale, window and
+// VOI LUT.  Pixel data is native or encapsulated (a basic
 // offset table, then fragments, mapped to frames).
 //
 // Strictness, as lib/stream.c: every length is checked against the bytes
@@ -63,6 +64,12 @@ typedef struct {
     bool has_window;
     double window_center, window_width;
     char voi_function[DICOM_ID_MAX + 1];
+    // The first item of the VOI LUT Sequence (0028,3010), when present:
+    // lut_count 16-bit entries at lut_offset, the first for the value
+    // lut_first, lut_bits significant bits each.
+    bool has_voi_lut;
+    int lut_count, lut_first, lut_bits;
+    size_t lut_offset;
     // Pixel Data (7FE0,0010): native at pixel_offset, or encapsulated:
     // frame k is fragments frame_first[k] .. frame_first[k + 1] - 1.
     bool has_pixels, encapsulated, pixel_ow;
@@ -91,6 +98,10 @@ bool dicom_check_image(dicom_file *f, char *err, size_t errlen);
 // columns stored values, planar.  Colour is as stored, except that JPEG
 // and JPEG 2000 give RGB (see dicom_needs_rgb).
 bool dicom_decode_frame(const dicom_file *f, int k, int32_t *out, char *err, size_t errlen);
+
+// The VOI LUT (has_voi_lut) at the rescaled value x, in [0, 1]: values
+// below the first entry take it, above the last the last.
+double dicom_voi_lut(const dicom_file *f, double x);
 
 // Whether decoded colour frames are YCbCr (YBR_FULL, YBR_FULL_422 outside
 // JPEG and JPEG 2000) and need dicom_ybr_to_rgb.

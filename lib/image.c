@@ -375,19 +375,22 @@ vips_failed:
 
 // ---- DICOM ---------------------------------------------------------------------
 
-// A grey frame's mapping from rescaled values r to [0, 1]: the file's window
-// (PS3.3 C.11.2.1.2: LINEAR, LINEAR_EXACT, SIGMOID), or lo..hi linearly.
-typedef enum { VOI_RANGE, VOI_LINEAR, VOI_LINEAR_EXACT, VOI_SIGMOID } voi_kind;
+// A grey frame's mapping from rescaled values r to [0, 1]: the file's VOI
+// LUT, or its window (PS3.3 C.11.2.1.2: LINEAR, LINEAR_EXACT, SIGMOID), or
+// lo..hi linearly.
+typedef enum { VOI_RANGE, VOI_LINEAR, VOI_LINEAR_EXACT, VOI_SIGMOID, VOI_LUT } voi_kind;
 typedef struct {
     voi_kind kind;
-    double lo, hi;   // VOI_RANGE
-    double c, w;     // the others
+    double lo, hi;           // VOI_RANGE
+    double c, w;             // VOI_LINEAR, _EXACT, SIGMOID
+    const dicom_file *file;  // VOI_LUT
 } voi_map;
 
 static double voi_apply(const voi_map *v, double x)
 {
     double c = v->c, w = v->w, y;
     switch (v->kind) {
+    case VOI_LUT: return dicom_voi_lut(v->file, x);
     case VOI_LINEAR:
         if (x <= c - 0.5 - (w - 1) / 2)
             return 0;
@@ -435,8 +438,9 @@ static bool grey_table(const dicom_file *f, const image_opts *o, const int32_t *
     }
     voi_map voi;
     const image_window *w = &o->window;
-    bool own = w->kind == WINDOW_DICOM && f->has_window;
-    if (own) {
+    if (w->kind == WINDOW_DICOM && f->has_voi_lut) {
+        voi = (voi_map){.kind = VOI_LUT, .file = f};
+    } else if (w->kind == WINDOW_DICOM && f->has_window) {
         const char *fn = f->voi_function;
         voi = (voi_map){.kind = strcmp(fn, "LINEAR") == 0         ? VOI_LINEAR
                                 : strcmp(fn, "LINEAR_EXACT") == 0 ? VOI_LINEAR_EXACT

@@ -105,6 +105,21 @@ body = image(1, 4, 16, 12, 1, "MONOCHROME1", win) + el(0x7FE0, 0x10, "OW", px)
 z = zlib.compressobj(9, zlib.DEFLATED, -15)
 write("mono1_dfl.dcm", meta("1.2.840.10008.1.2.1.99") + z.compress(body) + z.flush())
 write("dfl_cut.dcm", (meta("1.2.840.10008.1.2.1.99") + zlib.compress(body)[2:-4])[:-5])
+# A VOI LUT Sequence (preferred to the window beside it): 3 entries from
+# the rescaled value 11.  Stored 0..3, intercept 10.
+lut = struct.pack("<HH2sH", 0x28, 0x3002, b"US", 6) + struct.pack("<3H", 3, 11, 16) + \
+      el(0x28, 0x3006, "OW", struct.pack("<3H", 0, 32768, 65535))
+voi = struct.pack("<HH2s2xI", 0x28, 0x3010, b"SQ", 0xFFFFFFFF) + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + \
+      lut + struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+extra = el(0x28, 0x1050, "DS", "100") + el(0x28, 0x1051, "DS", "10") + el(0x28, 0x1052, "DS", "10") + voi
+write("voilut.dcm", meta() + image(1, 4, 16, 16, 0, "MONOCHROME2", extra) +
+      el(0x7FE0, 0x10, "OW", struct.pack("<4H", 0, 1, 2, 3)))
+bad_lut = struct.pack("<HH2sH", 0x28, 0x3002, b"US", 6) + struct.pack("<3H", 300, 11, 16) + \
+      el(0x28, 0x3006, "OW", struct.pack("<3H", 0, 32768, 65535))
+voi = struct.pack("<HH2s2xI", 0x28, 0x3010, b"SQ", 0xFFFFFFFF) + struct.pack("<HHI", 0xFFFE, 0xE000, len(bad_lut)) + \
+      bad_lut + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+write("voilut_short.dcm", meta() + image(1, 4, 16, 16, 0, "MONOCHROME2", voi) +
+      el(0x7FE0, 0x10, "OW", struct.pack("<4H", 0, 1, 2, 3)))
 # Sequences nested 17 deep (undefined lengths), then the image.
 seq = b""
 for _ in range(17):
@@ -161,6 +176,10 @@ case-pack -q -o k1.pack --size 0 -c 1 --keep-16bit m1.csv && case-pack -q -o k2.
     && pass "--keep-16bit: rescaled + 32768 (MONOCHROME1: 32767 - rescaled)" || fail "keep16" "$(img k2.pack) / $(img k1.pack)"
 case-pack -q -o f.pack --size 0 -c 1 --window fixed:-120,3994 m2.csv
 [ "$(img f.pack)" = "0 7 14 255" ] && pass "--window fixed in rescaled units" || fail "fixed" "$(img f.pack)"
+printf 'case,path\na,voilut.dcm\n' > voi.csv
+case-pack -q -o voi.pack --size 0 -c 1 voi.csv
+[ "$(img voi.pack)" = "0 0 128 255" ] && pass "the VOI LUT Sequence, on rescaled values, before the window" \
+    || fail "voi lut" "$(img voi.pack)"
 printf 'case,path\na,rle2.dcm\n' > rle.csv
 case-pack -q -o rle.pack --size 0 -c 1 --keep-16bit rle.csv
 [ "$(img rle.pack)" = "$(printf '32769 32770 32771 32772\n32773 32774 32775 32776')" ] \
@@ -174,6 +193,7 @@ bad_file "sequences nested too deep" "deep.dcm: byte [0-9]+, tag \(0008,1140\): 
 bad_file "pixel data shorter than the image" "short.dcm: byte [0-9]+, tag \(7FE0,0010\): 8 bytes of pixel data, fewer than the 16" short.dcm
 bad_file "a 4 GB length in a small file" "huge.dcm: byte [0-9]+, tag \(7FE0,0010\): length 4294967280 runs past the end" huge.dcm
 bad_file "an offset table entry inside a fragment" "rle2_badbot.dcm: byte [0-9]+: offset table entry 1 \(12\) is not the start of a fragment" rle2_badbot.dcm
+bad_file "a VOI LUT shorter than its descriptor" "voilut_short.dcm: byte [0-9]+, tag \(0028,3010\): LUT Data of 6 bytes for 300 entries" voilut_short.dcm
 bad_file "a broken RLE segment" "rle2_badseg.dcm: frame 1: RLE: segment 0 does not decode to 4 bytes" rle2_badseg.dcm
 bad_file "a deflated data set cut short" "dfl_cut.dcm: byte [0-9]+, tag \(0000,0000\): deflated data set: " dfl_cut.dcm
 
