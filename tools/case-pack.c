@@ -520,19 +520,36 @@ static void read_case_tag(const char *path, const char *tag, tag_result *r)
     free(data);
 }
 
-// --labels: one row per case id, with its label and split.
+// --labels: one row per case id, with its label and split; rows sorted by
+// id for the lookups (a label file may have a row per patient of a
+// hospital).
 typedef struct {
     csv_t csv;
     int key_k, label_k, split_k;
+    int *by_id;
     bool *used;
 } label_table;
 
+static const label_table *sorting;   // qsort has no context argument
+
+static int cmp_rows(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    int c = strcmp(csv_cell(&sorting->csv, x, sorting->key_k), csv_cell(&sorting->csv, y, sorting->key_k));
+    return c ? c : (x > y) - (x < y);
+}
+
 static int label_row(const label_table *t, const char *id)
 {
-    for (int r = 0; r < t->csv.nrows; r++)
-        if (strcmp(csv_cell(&t->csv, r, t->key_k), id) == 0)
-            return r;
-    return -1;
+    int lo = 0, hi = t->csv.nrows;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (strcmp(csv_cell(&t->csv, t->by_id[mid], t->key_k), id) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < t->csv.nrows && strcmp(csv_cell(&t->csv, t->by_id[lo], t->key_k), id) == 0 ? t->by_id[lo] : -1;
 }
 
 static void load_labels(const char *path, const input_opts *in, dataset *d, label_table *t)
@@ -548,22 +565,30 @@ static void load_labels(const char *path, const input_opts *in, dataset *d, labe
     if (strcmp(in->split_col, "split") != 0 && t->split_k < 0)
         die(path, "no column '%s' (--split-col) in the header", in->split_col);
     strset seen = {0};
+    t->by_id = xmalloc(((size_t)t->csv.nrows + 1) * sizeof *t->by_id);
     for (int r = 0; r < t->csv.nrows; r++) {
         char where[PACK_NAME_MAX + 64];
         snprintf(where, sizeof where, "%s: line %d", path, t->csv.lines[r + 1]);
-        const char *id = csv_cell(&t->csv, r, t->key_k);
-        check_ids(where, "case id", id);
-        // One row per id, so that a case cannot be in two splits.
-        int first = label_row(t, id);
-        if (first < r) {
-            const char *s0 = t->split_k >= 0 ? csv_cell(&t->csv, first, t->split_k) : in->split;
-            const char *s1 = t->split_k >= 0 ? csv_cell(&t->csv, r, t->split_k) : in->split;
-            if (strcmp(s0, s1) != 0)
-                die(where, "case '%s' is in two splits (%s and %s)", id, s0, s1);
-            die(where, "case '%s' is listed twice", id);
-        }
+        check_ids(where, "case id", csv_cell(&t->csv, r, t->key_k));
         if (t->label_k >= 0 && *csv_cell(&t->csv, r, t->label_k))
             strset_add(&seen, csv_cell(&t->csv, r, t->label_k));
+        t->by_id[r] = r;
+    }
+    sorting = t;
+    qsort(t->by_id, (size_t)t->csv.nrows, sizeof *t->by_id, cmp_rows);
+    // One row per id, so that a case cannot be in two splits.
+    for (int j = 1; j < t->csv.nrows; j++) {
+        int first = t->by_id[j - 1], r = t->by_id[j];
+        const char *id = csv_cell(&t->csv, r, t->key_k);
+        if (strcmp(csv_cell(&t->csv, first, t->key_k), id) != 0)
+            continue;
+        char where[PACK_NAME_MAX + 64];
+        snprintf(where, sizeof where, "%s: line %d", path, t->csv.lines[r + 1]);
+        const char *s0 = t->split_k >= 0 ? csv_cell(&t->csv, first, t->split_k) : in->split;
+        const char *s1 = t->split_k >= 0 ? csv_cell(&t->csv, r, t->split_k) : in->split;
+        if (strcmp(s0, s1) != 0)
+            die(where, "case '%s' is in two splits (%s and %s)", id, s0, s1);
+        die(where, "case '%s' is listed twice", id);
     }
     d->meta.task = t->label_k >= 0 ? TASK_MULTICLASS : TASK_NONE;
     if (d->meta.task == TASK_MULTICLASS)
@@ -616,11 +641,8 @@ static void load_dicom_tree(const char *root, const input_opts *in, dataset *d)
         char where[PACK_NAME_MAX + 64];
         snprintf(where, sizeof where, "%s: %s", full[i], in->case_tag);
         check_ids(where, "case id", r->id);
-        bool fresh = true;
-        for (int c = d->ncases - 1; c >= 0 && fresh; c--)
-            fresh = strcmp(d->cases[c].id, r->id) != 0;
         case_entry *c = find_or_add_case(d, r->id, &hint);
-        if (fresh) {
+        if (c->nfiles == 0) {   // a new case
             int row = in->labels ? label_row(&labels, r->id) : -1;
             const char *split = in->split;
             if (row >= 0) {
@@ -662,6 +684,7 @@ static void load_dicom_tree(const char *root, const input_opts *in, dataset *d)
     if (in->labels) {
         csv_free(&labels.csv);
         free(labels.used);
+        free(labels.by_id);
     }
     d->meta.nsplits = splits.n;
     d->meta.splits = splits.items;

@@ -241,6 +241,9 @@ grep -q 'task="multiclass" classes=\["cr", "ct"\]' <<<"$out" && grep -q 'case="7
 printf 'case,label,split\n77654033,cr,train\n77654033,cr,test\n' > leak.csv
 check_fails "a case id in two splits" 1 "line 3: case '77654033' is in two splits \(train and test\)" \
     case-pack -o x.pack --dir "$D/dicomdirtests" --layout dicom --labels leak.csv
+printf 'case,label\n77654033,cr\n98890234,ct\n77654033,cr\n' > twice.csv
+check_fails "a case id listed twice" 1 "twice.csv: line 4: case '77654033' is listed twice" \
+    case-pack -o x.pack --dir "$D/dicomdirtests" --layout dicom --labels twice.csv
 check_fails "--case-tag needs --layout dicom" 2 "--labels and --case-tag need --dir ROOT --layout dicom" \
     case-pack -o x.pack --case-tag PatientID m1.csv
 check_fails "an unknown --case-tag" 2 "--case-tag: 'Modality' is not" \
