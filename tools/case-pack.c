@@ -23,6 +23,7 @@
 static const char usage_text[] =
     "usage: case-pack [options] -o OUT.pack MANIFEST.csv\n"
     "       case-pack [options] -o OUT.pack --dir ROOT\n"
+    "       case-pack [options] -o OUT.pack --dir ROOT --layout dicom [--case-tag TAG] [--labels FILE]\n"
     "Decode images, group them by case, write a random-access pack.\n"
     "\n"
     "input:\n"
