@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <vips/vips.h>
 
+#include "dicom.h"
 #include "imgops.h"
 #include "jpeg.h"
 #include "libmsg.h"
@@ -35,11 +36,15 @@ bool image_window_parse(const char *s, image_window *w)
         *w = (image_window){WINDOW_FULL, 0, 65535};
         return true;
     }
+    if (strcmp(s, "dicom") == 0) {
+        *w = (image_window){WINDOW_DICOM, 0.5, 99.5};
+        return true;
+    }
     if (sscanf(s, "%15[a-z]:%lf,%lf", kind, &lo, &hi) != 3 || !(lo < hi))
         return false;
     if (strcmp(kind, "percentile") == 0 && lo >= 0 && hi <= 100)
         *w = (image_window){WINDOW_PERCENTILE, lo, hi};
-    else if (strcmp(kind, "fixed") == 0 && lo >= 0 && hi <= 65535)
+    else if (strcmp(kind, "fixed") == 0 && lo >= -65535 && hi <= 65535)
         *w = (image_window){WINDOW_FIXED, lo, hi};
     else
         return false;
@@ -63,7 +68,7 @@ static double percentile(const uint32_t *hist, size_t n, double pct)
 void image_window_apply(const image_window *w, const uint16_t *in, size_t n, uint8_t *out)
 {
     double lo = w->lo, hi = w->hi;
-    if (w->kind == WINDOW_PERCENTILE) {
+    if (w->kind == WINDOW_PERCENTILE || w->kind == WINDOW_DICOM) {
         uint32_t *hist = xcalloc(65536, sizeof *hist);
         for (size_t i = 0; i < n; i++)
             hist[in[i]]++;
@@ -388,6 +393,232 @@ vips_failed:
     return false;
 }
 
+// ---- DICOM ---------------------------------------------------------------------
+
+// A grey frame's mapping from rescaled values r to [0, 1]: the file's VOI
+// LUT, or its window (PS3.3 C.11.2.1.2: LINEAR, LINEAR_EXACT, SIGMOID), or
+// lo..hi linearly.
+typedef enum { VOI_RANGE, VOI_LINEAR, VOI_LINEAR_EXACT, VOI_SIGMOID, VOI_LUT } voi_kind;
+typedef struct {
+    voi_kind kind;
+    double lo, hi;           // VOI_RANGE
+    double c, w;             // VOI_LINEAR, _EXACT, SIGMOID
+    const dicom_file *file;  // VOI_LUT
+} voi_map;
+
+static double voi_apply(const voi_map *v, double x)
+{
+    double c = v->c, w = v->w, y;
+    switch (v->kind) {
+    case VOI_LUT: return dicom_voi_lut(v->file, x);
+    case VOI_LINEAR:
+        if (x <= c - 0.5 - (w - 1) / 2)
+            return 0;
+        if (x > c - 0.5 + (w - 1) / 2)
+            return 1;
+        return (x - (c - 0.5)) / (w - 1) + 0.5;
+    case VOI_LINEAR_EXACT:
+        if (x <= c - w / 2)
+            return 0;
+        if (x > c + w / 2)
+            return 1;
+        return (x - c) / w + 0.5;
+    case VOI_SIGMOID: return 1 / (1 + exp(-4 * (x - c) / w));
+    case VOI_RANGE: break;
+    }
+    y = (x - v->lo) / (v->hi - v->lo);
+    return y < 0 ? 0 : y > 1 ? 1 : y;
+}
+
+// The rescaled range lo..hi between two stored values (a negative slope
+// swaps them); a flat range widened to one unit.
+static void rescaled_range(const dicom_file *f, double s0, double s1, voi_map *v)
+{
+    double a = s0 * f->slope + f->intercept, b = s1 * f->slope + f->intercept;
+    *v = (voi_map){.kind = VOI_RANGE, .lo = a < b ? a : b, .hi = a < b ? b : a};
+    if (v->hi <= v->lo)
+        v->hi = v->lo + 1;
+}
+
+// The table from every stored value of a grey frame (index: value - vmin,
+// nvals of them) to its output: rescaled, windowed to 0..65535 and
+// inverted for MONOCHROME1; with keep16 the rescaled value + 32768
+// (MONOCHROME1: 32767 - rescaled), clamped to 0..65535.
+static bool grey_table(const dicom_file *f, const image_opts *o, const int32_t *v, size_t n, int32_t vmin,
+                       size_t nvals, uint16_t *table, char *err, size_t errlen)
+{
+    bool mono1 = strcmp(f->photometric, "MONOCHROME1") == 0;
+    if (o->keep16) {
+        for (size_t i = 0; i < nvals; i++) {
+            double r = rint(((double)vmin + (double)i) * f->slope + f->intercept);
+            double u = mono1 ? 32767 - r : r + 32768;
+            table[i] = (uint16_t)(u < 0 ? 0 : u > 65535 ? 65535 : u);
+        }
+        return true;
+    }
+    voi_map voi;
+    const image_window *w = &o->window;
+    if (w->kind == WINDOW_DICOM && f->has_voi_lut) {
+        voi = (voi_map){.kind = VOI_LUT, .file = f};
+    } else if (w->kind == WINDOW_DICOM && f->has_window) {
+        const char *fn = f->voi_function;
+        voi = (voi_map){.kind = strcmp(fn, "LINEAR") == 0         ? VOI_LINEAR
+                                : strcmp(fn, "LINEAR_EXACT") == 0 ? VOI_LINEAR_EXACT
+                                : strcmp(fn, "SIGMOID") == 0      ? VOI_SIGMOID
+                                                                  : VOI_RANGE,
+                        .c = f->window_center, .w = f->window_width};
+        if (voi.kind == VOI_RANGE) {
+            snprintf(err, errlen, "VOI LUT Function (0028,1056) '%s': LINEAR, LINEAR_EXACT or SIGMOID expected", fn);
+            return false;
+        }
+        if (voi.kind == VOI_LINEAR ? voi.w < 1 : voi.w <= 0) {
+            snprintf(err, errlen, "Window Width (0028,1051) %g: at least 1 (LINEAR) or above 0 expected", voi.w);
+            return false;
+        }
+    } else if (w->kind == WINDOW_FIXED) {
+        voi = (voi_map){.kind = VOI_RANGE, .lo = w->lo, .hi = w->hi};
+    } else if (w->kind == WINDOW_FULL || (w->kind == WINDOW_DICOM && f->bits_stored <= 8)) {
+        rescaled_range(f, vmin, (double)vmin + (double)nvals - 1, &voi);
+    } else {
+        // Percentiles of the frame's own stored values (nearest rank).
+        uint32_t *hist = xcalloc(nvals, sizeof *hist);
+        for (size_t i = 0; i < n; i++)
+            hist[v[i] - vmin]++;
+        double ranks[2] = {w->lo / 100.0 * (double)(n - 1), w->hi / 100.0 * (double)(n - 1)}, at[2] = {0, 0};
+        for (int k = 0; k < 2; k++) {
+            size_t seen = 0;
+            for (size_t i = 0; i < nvals; i++)
+                if ((double)(seen += hist[i]) > ranks[k]) {
+                    at[k] = (double)vmin + (double)i;
+                    break;
+                }
+        }
+        free(hist);
+        rescaled_range(f, at[0], at[1], &voi);
+    }
+    for (size_t i = 0; i < nvals; i++) {
+        double y = voi_apply(&voi, ((double)vmin + (double)i) * f->slope + f->intercept);
+        table[i] = (uint16_t)lrint((mono1 ? 1 - y : y) * 65535);
+    }
+    return true;
+}
+
+// One decoded frame (samples, rows, columns of stored values) to an image.
+static bool dicom_instance(const dicom_file *f, const image_opts *o, int32_t *v, int tw, int th, uint16_t *table,
+                           uint16_t *display, img_workspace *ws, image_t *out, char *err, size_t errlen)
+{
+    int s = f->samples;
+    size_t px = (size_t)f->rows * f->columns;
+    bool out16;
+    if (s == 1) {
+        int32_t vmin = f->pixel_representation ? -(1 << (f->bits_stored - 1)) : 0;
+        size_t nvals = (size_t)1 << f->bits_stored;
+        if (!grey_table(f, o, v, px, vmin, nvals, table, err, errlen))
+            return false;
+        for (size_t i = 0; i < px; i++)
+            display[i] = table[v[i] - vmin];
+        out16 = o->keep16;
+    } else {
+        if (dicom_needs_rgb(f))
+            dicom_ybr_to_rgb(v, px, f->bits_stored);
+        // Colour is not rescaled nor windowed: stored values to 16 bits.
+        uint32_t max = (1u << f->bits_stored) - 1;
+        for (size_t i = 0; i < 3 * px; i++)
+            display[i] = (uint16_t)(((uint64_t)(uint32_t)v[i] * 65535 + max / 2) / max);
+        out16 = o->keep16 && f->bits_allocated == 16;
+    }
+    // Resized as load_jpeg does: the crop box in source pixels.
+    int c = o->channels, cw = tw, ch = th;
+    if (o->centre_crop) {
+        cw = tw < o->size ? tw : o->size;
+        ch = th < o->size ? th : o->size;
+    }
+    double sx = (double)f->columns / tw, sy = (double)f->rows / th;
+    double x0 = (tw - cw) / 2 * sx, y0 = (th - ch) / 2 * sy;
+    img_src src = {.channels = s, .height = f->rows, .width = f->columns, .u16 = true, .data = display};
+    size_t plane = (size_t)cw * ch;
+    float *resized = xmalloc((size_t)(s > c ? s : c) * plane * sizeof *resized);
+    img_crop_resize(&src, x0, y0, x0 + cw * sx, y0 + ch * sy, cw, ch, false, false, resized, ws);
+    if (s == 1 && c == 3) {
+        memcpy(resized + plane, resized, plane * sizeof *resized);
+        memcpy(resized + 2 * plane, resized, plane * sizeof *resized);
+    } else if (s == 3 && c == 1) {
+        img_luma(resized, plane, resized);
+    }
+    void *pixels;
+    if (out16) {
+        uint16_t *p = xmalloc((size_t)c * plane * 2);
+        for (size_t i = 0; i < (size_t)c * plane; i++)
+            p[i] = (uint16_t)lrintf(resized[i] * 65535.0f);
+        pixels = p;
+    } else {
+        pixels = xmalloc((size_t)c * plane);
+        img_to_u8(resized, c, plane, pixels);
+    }
+    free(resized);
+    *out = (image_t){.channels = c, .height = ch, .width = cw, .u16 = out16, .pixels = pixels};
+    return true;
+}
+
+static bool load_dicom(const void *data, size_t size, const image_opts *o, image_t **out, int *count, char *err,
+                       size_t errlen)
+{
+    dicom_file f;
+    if (!dicom_parse(data, size, &f, err, errlen))
+        return false;
+    int tw, th;
+    bool ok = dicom_check_image(&f, err, errlen);
+    if (ok && (uint64_t)f.rows * (uint64_t)f.columns > o->max_pixels) {
+        snprintf(err, errlen, "%dx%d pixels, over the limit of %llu (--max-pixels)", f.columns, f.rows,
+                 (unsigned long long)o->max_pixels);
+        ok = false;
+    }
+    ok = ok && target_size(f.columns, f.rows, o, &tw, &th, err, errlen);
+    // Frames multiply the output: a file of many 1-pixel frames resized
+    // to 224 would ask for gigabytes.
+    if (ok && (uint64_t)f.frames * (uint64_t)tw * (uint64_t)th > o->max_pixels) {
+        snprintf(err, errlen, "%d frames of %dx%d resized to %dx%d: over the limit of %llu pixels in all "
+                 "(--max-pixels)", f.frames, f.columns, f.rows, tw, th, (unsigned long long)o->max_pixels);
+        ok = false;
+    }
+    if (!ok) {
+        dicom_free(&f);
+        return false;
+    }
+    size_t n = (size_t)f.rows * f.columns * (size_t)f.samples;
+    int32_t *v = xmalloc(n * sizeof *v);
+    uint16_t *display = xmalloc(n * sizeof *display);
+    uint16_t *table = f.samples == 1 ? xmalloc(((size_t)1 << f.bits_stored) * sizeof *table) : NULL;
+    image_t *imgs = xcalloc((size_t)f.frames, sizeof *imgs);
+    img_workspace ws = {0};
+    int k = 0;
+    for (; ok && k < f.frames; k++) {
+        char inner[400];
+        ok = dicom_decode_frame(&f, k, v, inner, sizeof inner) &&
+             dicom_instance(&f, o, v, tw, th, table, display, &ws, &imgs[k], inner, sizeof inner);
+        if (!ok && f.frames > 1)
+            snprintf(err, errlen, "frame %d: %s", k, inner);
+        else if (!ok)
+            snprintf(err, errlen, "%s", inner);
+        imgs[k].page = k;
+    }
+    img_workspace_free(&ws);
+    free(v);
+    free(display);
+    free(table);
+    if (!ok) {
+        for (int q = 0; q < k; q++)
+            free(imgs[q].pixels);
+        free(imgs);
+        dicom_free(&f);
+        return false;
+    }
+    *out = imgs;
+    *count = f.frames;
+    dicom_free(&f);
+    return true;
+}
+
 // The loaders case-pack uses, by class-name prefix: the formats clinical
 // photographs and radiographs come in, and the ones the fuzz target covers.
 // libvips would also hand a file to ImageMagick, OpenSlide, PDFium, the FITS,
@@ -429,6 +660,11 @@ bool image_load_file(const char *path, const image_opts *o, image_t **out, int *
     *count = 0;
     if (!read_file(path, &data, &size, err, errlen))
         return false;
+    if (dicom_sniff(data, size)) {
+        bool ok = load_dicom(data, size, o, out, count, err, errlen);
+        free(data);
+        return ok;
+    }
     const char *loader = vips_foreign_find_load_buffer(data, size);
     if (!loader) {
         vips_error_clear();

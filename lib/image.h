@@ -11,9 +11,14 @@
 // corrupt data refused); PNG, WebP, GIF, TIFF (8/16-bit, grey/RGB,
 // multi-page) and CMYK JPEG by libvips, which refuses damaged data too
 // (fail_on=error) and whose warnings go to the thread's libmsg capture.
-// 8-bit sources go through vips_thumbnail, which uses WebP shrink-on-load.  16-bit sources take vips_resize instead, because
-// vips_thumbnail returns 8 bits even for 16-bit input; they are then kept as
-// u16 or mapped to 8 bits through a window (see image_window).
+// DICOM files are ours (lib/dicom.h): one instance per frame, the stored
+// values rescaled, windowed (WINDOW_DICOM: the file's window) and
+// MONOCHROME1 inverted, in that order, at full size; then resized as JPEG
+// photographs are (img_crop_resize).  8-bit sources go through
+// vips_thumbnail, which uses WebP shrink-on-load.  16-bit sources take
+// vips_resize instead, because vips_thumbnail returns 8 bits even for 16-bit
+// input; they are then kept as u16 or mapped to 8 bits through a window (see
+// image_window).
 //
 // Thread safety: image_load may run in several threads at once (each call
 // uses libvips single-threaded; parallelism is across files, which also makes
@@ -28,8 +33,9 @@
 // How 16-bit images become 8-bit (when not kept as u16).
 typedef enum {
     WINDOW_PERCENTILE,  // lo/hi are percentiles of the image's own values
-    WINDOW_FIXED,       // lo/hi are raw values
-    WINDOW_FULL,        // 0..65535 -> 0..255
+    WINDOW_FIXED,       // lo/hi are raw values (rescaled values for DICOM)
+    WINDOW_FULL,        // 0..65535 -> 0..255 (DICOM: the stored values' range)
+    WINDOW_DICOM,       // a DICOM file's own window; else percentiles lo/hi
 } window_kind;
 
 typedef struct {
@@ -50,7 +56,7 @@ typedef struct {
     int channels, height, width;
     bool u16;            // pixels are uint16_t, else uint8_t
     void *pixels;        // (C, H, W), owned (free with free())
-    int page;            // page of the source file
+    int page;            // page (DICOM: frame) of the source file
 } image_t;
 
 // Once per process, before threads start (wraps VIPS_INIT, makes libvips
@@ -63,7 +69,9 @@ void image_init(const char *argv0);
 bool image_load_file(const char *path, const image_opts *o, image_t **out, int *count,
                      char *err, size_t errlen);
 
-// Parses "percentile:LO,HI", "fixed:LO,HI" or "full"; false when malformed.
+// Parses "percentile:LO,HI", "fixed:LO,HI" (LO may be negative: Hounsfield
+// units), "full" or "dicom" (percentile:0.5,99.5 for files without a
+// window of their own); false when malformed.
 bool image_window_parse(const char *s, image_window *w);
 
 // Maps 16-bit values to 8 bits through the window: values at or below lo

@@ -137,10 +137,14 @@ jpeg_status jpeg_decode(const void *data, size_t size, int channels, int min_sho
     e.truncated = 0;
     e.damage[0] = 0;
     if (setjmp(e.back)) {
-        snprintf(err, errlen, "cannot decode: %s", e.message);
+        // 12-bit and lossless JPEG: this libjpeg-turbo (2.1, 8-bit API)
+        // reads 8-bit lossy JPEG only; the caller says so.
+        int code = e.pub.msg_code;
+        bool unsupported = code == JERR_BAD_PRECISION || code == JERR_SOF_UNSUPPORTED;
+        snprintf(err, errlen, "%s%s", unsupported ? "" : "cannot decode: ", e.message);
         jpeg_destroy_decompress(&cinfo);
         free(rows);
-        return JPEG_FAILED;
+        return unsupported ? JPEG_UNSUPPORTED : JPEG_FAILED;
     }
     jpeg_create_decompress(&cinfo);
     jpeg_mem_src(&cinfo, data, (unsigned long)size);
@@ -153,6 +157,7 @@ jpeg_status jpeg_decode(const void *data, size_t size, int channels, int min_sho
         return JPEG_FAILED;
     }
     if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
+        snprintf(err, errlen, "a CMYK or YCCK JPEG");
         jpeg_destroy_decompress(&cinfo);
         return JPEG_UNSUPPORTED;
     }

@@ -28,7 +28,9 @@ typedef struct {
 // Decodes data (a whole JPEG file) to `channels` (1: libjpeg's luma, 3: RGB)
 // with the short side at least min_short (0 or less: full size).  A source
 // over max_pixels, or a broken file, gives JPEG_FAILED with the reason in
-// err; JPEG_UNSUPPORTED (CMYK) asks the caller to use libvips.
+// err; JPEG_UNSUPPORTED (CMYK; 12-bit or lossless JPEG,
+// which this libjpeg-turbo cannot decode, with the reason) asks the caller
+// to use libvips, or to refuse.
 jpeg_status jpeg_decode(const void *data, size_t size, int channels, int min_short, uint64_t max_pixels,
                         jpeg_image *out, char *err, size_t errlen);
 

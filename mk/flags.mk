@@ -4,7 +4,7 @@ TOP      ?= .
 CC       ?= cc
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
-PKGS     += vips msgpack libzstd libtiff-4 libjpeg libcjson
+PKGS     += vips msgpack libzstd libtiff-4 libjpeg libcjson charls libopenjp2 zlib
 
 # Debian ships BLIS without a pkg-config file; the OpenMP build is used so
 # that our own OpenMP loops and BLIS share one thread pool.

@@ -3,6 +3,7 @@
 //
 //   case-pack [options] -o OUT.pack MANIFEST.csv
 //   case-pack [options] -o OUT.pack --dir ROOT
+//   case-pack [options] -o OUT.pack --dir ROOT --layout dicom [--case-tag TAG] [--labels FILE]
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
@@ -14,6 +15,7 @@
 
 #include "cli.h"
 #include "csv.h"
+#include "dicom.h"
 #include "image.h"
 #include "libmsg.h"
 #include "pack.h"
@@ -22,11 +24,17 @@
 static const char usage_text[] =
     "usage: case-pack [options] -o OUT.pack MANIFEST.csv\n"
     "       case-pack [options] -o OUT.pack --dir ROOT\n"
+    "       case-pack [options] -o OUT.pack --dir ROOT --layout dicom [--case-tag TAG] [--labels FILE]\n"
     "Decode images, group them by case, write a random-access pack.\n"
     "\n"
     "input:\n"
     "      --dir ROOT          a folder tree instead of a manifest (see --layout)\n"
-    "      --layout L          case: ROOT/CASE/FILES; class/case: ROOT/CLASS/CASE/FILES (default case)\n"
+    "      --layout L          case: ROOT/CASE/FILES; class/case: ROOT/CLASS/CASE/FILES;\n"
+    "                          dicom: DICOM files anywhere under ROOT, cases by --case-tag (default case)\n"
+    "      --case-tag TAG      with --layout dicom: PatientID, StudyInstanceUID or SeriesInstanceUID\n"
+    "                          (default PatientID)\n"
+    "      --labels FILE       with --layout dicom: CSV of labels and splits keyed by the case id\n"
+    "                          (columns --case-col, --label-col, --split-col)\n"
     "      --case-col NAME     manifest column of the case id (default case)\n"
     "      --path-col NAME     column of the file path, relative to the manifest (default path)\n"
     "      --label-col NAME    column of the label (default label; absent: unlabeled)\n"
@@ -40,8 +48,8 @@ static const char usage_text[] =
     "      --crop              then crop the centre N x N\n"
     "  -c, --channels C        1 (grey) or 3 (RGB) (default 3)\n"
     "      --keep-16bit        store 16-bit images as u16 (else map to 8 bits by --window)\n"
-    "      --window SPEC       16 to 8 bits: percentile:LO,HI | fixed:LO,HI | full\n"
-    "                          (default percentile:0.5,99.5)\n"
+    "      --window SPEC       16 to 8 bits: dicom | percentile:LO,HI | fixed:LO,HI | full\n"
+    "                          (default dicom: a DICOM file's own window, else percentile:0.5,99.5)\n"
     "      --max-pixels N      refuse larger images, before or after resizing\n"
     "                          (default 400000000)\n"
     "output:\n"
@@ -72,6 +80,7 @@ typedef struct {
     int ncases, cap;
     pack_meta meta;
     char *split_names[PACK_MAX_SPLITS];
+    long long skipped;    // files left out before decoding (--layout dicom)
 } dataset;
 
 // ---- names: classes, splits, case ids ------------------------------------------------
@@ -140,7 +149,8 @@ static int split_list(const char *s, const char *seps, char ***out)
 
 typedef struct {
     const char *case_col, *path_col, *label_col, *split_col, *split, *label_cols, *classes, *layout;
-    bool multilabel;
+    const char *case_tag, *labels;
+    bool multilabel, strict, quiet;
 } input_opts;
 
 static case_entry *find_or_add_case(dataset *d, const char *id, int *index_hint)
@@ -205,23 +215,46 @@ static void check_ids(const char *where, const char *what, const char *s)
         die(where, "%s longer than %d bytes", what, PACK_NAME_MAX - 1);
 }
 
+// A whole file; NULL with the reason in err.
+static char *read_whole(const char *path, size_t *size, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0, got;
+    char *data = xmalloc(cap);
+    while ((got = fread(data + n, 1, cap - n, f)) > 0)
+        if ((n += got) == cap)
+            data = xrealloc(data, cap *= 2);
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        snprintf(err, errlen, "read error");
+        free(data);
+        return NULL;
+    }
+    *size = n;
+    return data;
+}
+
+static void read_csv(const char *path, csv_t *csv)
+{
+    char err[300];
+    size_t size;
+    char *data = read_whole(path, &size, err, sizeof err);
+    if (!data)
+        die(path, "%s", err);
+    if (!csv_parse(data, size, csv, err, sizeof err))
+        die(path, "%s", err);
+    free(data);
+}
+
 static void load_manifest(const char *manifest, const input_opts *in, dataset *d)
 {
-    FILE *f = fopen(manifest, "rb");
-    if (!f)
-        die(manifest, "cannot open: %s", strerror(errno));
-    size_t cap = 1 << 16, size = 0;
-    char *data = xmalloc(cap);
-    size_t got;
-    while ((got = fread(data + size, 1, cap - size, f)) > 0)
-        if ((size += got) == cap)
-            data = xrealloc(data, cap *= 2);
-    fclose(f);
     csv_t csv;
-    char err[300];
-    if (!csv_parse(data, size, &csv, err, sizeof err))
-        die(manifest, "%s", err);
-    free(data);
+    read_csv(manifest, &csv);
     if (csv.nrows == 0)
         die(manifest, "empty manifest (a header row and no files)");
     int case_k = csv_column(&csv, in->case_col), path_k = csv_column(&csv, in->path_col);
@@ -427,8 +460,246 @@ static void add_case_folder(dataset *d, const char *root, const char *rel, const
     free(folder);
 }
 
+// ---- DICOM folders: cases from a tag ---------------------------------------------------
+
+typedef struct {
+    char **paths;   // relative to the root
+    int n, cap;
+} path_list;
+
+// Every regular file under root/rel (not hidden), in name order, depth first.
+static void walk(const char *root, const char *rel, path_list *out, int depth)
+{
+    char *folder = *rel ? path_join(root, rel) : xstrdup(root);
+    if (depth > 64)
+        die(folder, "folders nested more than 64 deep");
+    char **names;
+    int n = list_dir(folder, false, &names);
+    for (int i = 0; i < n; i++) {
+        if (out->n == out->cap) {
+            out->cap = out->cap ? 2 * out->cap : 256;
+            out->paths = xrealloc(out->paths, (size_t)out->cap * sizeof *out->paths);
+        }
+        out->paths[out->n++] = *rel ? path_join(rel, names[i]) : xstrdup(names[i]);
+        free(names[i]);
+    }
+    free(names);
+    n = list_dir(folder, true, &names);
+    for (int i = 0; i < n; i++) {
+        char *sub = *rel ? path_join(rel, names[i]) : xstrdup(names[i]);
+        walk(root, sub, out, depth + 1);
+        free(sub);
+        free(names[i]);
+    }
+    free(names);
+    free(folder);
+}
+
+typedef struct {
+    bool dicom, ok;
+    char id[DICOM_ID_MAX + 1];   // empty: the file has no such tag
+    char err[400];
+} tag_result;
+
+// The case id of one file: the tag's value (empty if absent); ok false
+// with the reason when the file is not DICOM or is malformed.
+static void read_case_tag(const char *path, const char *tag, tag_result *r)
+{
+    size_t size;
+    char *data = read_whole(path, &size, r->err, sizeof r->err);
+    if (!data)
+        return;
+    r->dicom = dicom_sniff(data, size);
+    dicom_file f;
+    if (r->dicom && dicom_parse(data, size, &f, r->err, sizeof r->err)) {
+        const char *v = strcmp(tag, "PatientID") == 0          ? f.patient_id
+                        : strcmp(tag, "StudyInstanceUID") == 0 ? f.study_uid
+                                                               : f.series_uid;
+        snprintf(r->id, sizeof r->id, "%s", v);
+        r->ok = true;
+        dicom_free(&f);
+    }
+    free(data);
+}
+
+// --labels: one row per case id, with its label and split; rows sorted by
+// id for the lookups (a label file may have a row per patient of a
+// hospital).
+typedef struct {
+    csv_t csv;
+    int key_k, label_k, split_k;
+    int *by_id;
+    bool *used;
+} label_table;
+
+static const label_table *sorting;   // qsort has no context argument
+
+static int cmp_rows(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    int c = strcmp(csv_cell(&sorting->csv, x, sorting->key_k), csv_cell(&sorting->csv, y, sorting->key_k));
+    return c ? c : (x > y) - (x < y);
+}
+
+static int label_row(const label_table *t, const char *id)
+{
+    int lo = 0, hi = t->csv.nrows;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (strcmp(csv_cell(&t->csv, t->by_id[mid], t->key_k), id) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < t->csv.nrows && strcmp(csv_cell(&t->csv, t->by_id[lo], t->key_k), id) == 0 ? t->by_id[lo] : -1;
+}
+
+static void load_labels(const char *path, const input_opts *in, dataset *d, label_table *t)
+{
+    read_csv(path, &t->csv);
+    t->key_k = csv_column(&t->csv, in->case_col);
+    t->label_k = csv_column(&t->csv, in->label_col);
+    t->split_k = csv_column(&t->csv, in->split_col);
+    if (t->key_k < 0)
+        die(path, "no column '%s' (--case-col) in the header", in->case_col);
+    if (strcmp(in->label_col, "label") != 0 && t->label_k < 0)
+        die(path, "no column '%s' (--label-col) in the header", in->label_col);
+    if (strcmp(in->split_col, "split") != 0 && t->split_k < 0)
+        die(path, "no column '%s' (--split-col) in the header", in->split_col);
+    strset seen = {0};
+    t->by_id = xmalloc(((size_t)t->csv.nrows + 1) * sizeof *t->by_id);
+    for (int r = 0; r < t->csv.nrows; r++) {
+        char where[PACK_NAME_MAX + 64];
+        snprintf(where, sizeof where, "%s: line %d", path, t->csv.lines[r + 1]);
+        check_ids(where, "case id", csv_cell(&t->csv, r, t->key_k));
+        if (t->label_k >= 0 && *csv_cell(&t->csv, r, t->label_k))
+            strset_add(&seen, csv_cell(&t->csv, r, t->label_k));
+        t->by_id[r] = r;
+    }
+    sorting = t;
+    qsort(t->by_id, (size_t)t->csv.nrows, sizeof *t->by_id, cmp_rows);
+    // One row per id, so that a case cannot be in two splits.
+    for (int j = 1; j < t->csv.nrows; j++) {
+        int first = t->by_id[j - 1], r = t->by_id[j];
+        const char *id = csv_cell(&t->csv, r, t->key_k);
+        if (strcmp(csv_cell(&t->csv, first, t->key_k), id) != 0)
+            continue;
+        char where[PACK_NAME_MAX + 64];
+        snprintf(where, sizeof where, "%s: line %d", path, t->csv.lines[r + 1]);
+        const char *s0 = t->split_k >= 0 ? csv_cell(&t->csv, first, t->split_k) : in->split;
+        const char *s1 = t->split_k >= 0 ? csv_cell(&t->csv, r, t->split_k) : in->split;
+        if (strcmp(s0, s1) != 0)
+            die(where, "case '%s' is in two splits (%s and %s)", id, s0, s1);
+        die(where, "case '%s' is listed twice", id);
+    }
+    d->meta.task = t->label_k >= 0 ? TASK_MULTICLASS : TASK_NONE;
+    if (d->meta.task == TASK_MULTICLASS)
+        set_classes(d, in->classes, &seen);
+    else
+        free(seen.items);
+    if (d->meta.nclasses > PACK_MAX_CLASSES)
+        die(path, "%d classes, more than %d", d->meta.nclasses, PACK_MAX_CLASSES);
+    t->used = xcalloc((size_t)t->csv.nrows + 1, sizeof *t->used);
+}
+
+static void load_dicom_tree(const char *root, const input_opts *in, dataset *d)
+{
+    path_list files = {0};
+    walk(root, "", &files, 0);
+    label_table labels = {.key_k = -1, .label_k = -1, .split_k = -1};
+    if (in->labels)
+        load_labels(in->labels, in, d, &labels);
+    tag_result *res = xcalloc((size_t)files.n + 1, sizeof *res);
+    char **full = xmalloc(((size_t)files.n + 1) * sizeof *full);
+    for (int i = 0; i < files.n; i++)
+        full[i] = path_join(root, files.paths[i]);
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int i = 0; i < files.n; i++)
+        read_case_tag(full[i], in->case_tag, &res[i]);
+    strset splits = {0};
+    int hint = -1, untagged = 0;
+    for (int i = 0; i < files.n; i++) {
+        tag_result *r = &res[i];
+        if (!r->ok) {
+            // Files that are not DICOM (a README, a DICOMDIR's neighbours)
+            // are noted, never fatal; DICOM files that cannot be read are,
+            // under --strict.
+            if (in->strict && r->dicom)
+                die(full[i], "%s", r->err);
+            if (!in->quiet)
+                warnf(full[i], "%s (skipped)", r->dicom ? r->err : *r->err ? r->err : "not a DICOM file");
+            d->skipped++;
+            continue;
+        }
+        // Without the tag (anonymised files, test images) a file is a case
+        // of its own, named by its path under the root.
+        if (!*r->id) {
+            snprintf(r->id, sizeof r->id, "%s", files.paths[i]);
+            if (strlen(files.paths[i]) >= sizeof r->id)
+                die(full[i], "no %s, and a path longer than %d bytes to name its case by", in->case_tag,
+                    DICOM_ID_MAX);
+            untagged++;
+        }
+        char where[PACK_NAME_MAX + 64];
+        snprintf(where, sizeof where, "%s: %s", full[i], in->case_tag);
+        check_ids(where, "case id", r->id);
+        case_entry *c = find_or_add_case(d, r->id, &hint);
+        if (c->nfiles == 0) {   // a new case
+            int row = in->labels ? label_row(&labels, r->id) : -1;
+            const char *split = in->split;
+            if (row >= 0) {
+                labels.used[row] = true;
+                if (labels.split_k >= 0)
+                    split = csv_cell(&labels.csv, row, labels.split_k);
+                const char *label = labels.label_k >= 0 ? csv_cell(&labels.csv, row, labels.label_k) : "";
+                if (*label) {
+                    char lwhere[PACK_NAME_MAX + 64];
+                    snprintf(lwhere, sizeof lwhere, "%s: line %d", in->labels, labels.csv.lines[row + 1]);
+                    c->labeled = true;
+                    c->label = class_index(d, label, lwhere);
+                }
+            }
+            check_ids(where, "split", split);
+            c->split = strset_add(&splits, split);
+            if (c->split >= PACK_MAX_SPLITS)
+                die(where, "more than %d splits", PACK_MAX_SPLITS);
+        }
+        add_file(c, files.paths[i], full[i]);
+    }
+    if (untagged && !in->quiet)
+        warnf(root, "%d DICOM files without a %s: each is a case of its own, named by its path", untagged,
+              in->case_tag);
+    if (in->labels && !in->quiet) {
+        int unused = 0;
+        for (int r = 0; r < labels.csv.nrows; r++)
+            unused += !labels.used[r];
+        if (unused)
+            warnf(in->labels, "%d of its %d case ids match no DICOM file under %s", unused, labels.csv.nrows, root);
+    }
+    for (int i = 0; i < files.n; i++) {
+        free(files.paths[i]);
+        free(full[i]);
+    }
+    free(files.paths);
+    free(full);
+    free(res);
+    if (in->labels) {
+        csv_free(&labels.csv);
+        free(labels.used);
+        free(labels.by_id);
+    }
+    d->meta.nsplits = splits.n;
+    d->meta.splits = splits.items;
+    if (d->ncases == 0)
+        die(root, "no DICOM file found");
+}
+
 static void load_tree(const char *root, const input_opts *in, dataset *d)
 {
+    if (strcmp(in->layout, "dicom") == 0) {
+        load_dicom_tree(root, in, d);
+        return;
+    }
     pack_meta *m = &d->meta;
     m->nsplits = 1;
     m->splits = xmalloc(sizeof *m->splits);
@@ -460,7 +731,7 @@ static void load_tree(const char *root, const input_opts *in, dataset *d)
             free(where);
         }
     } else {
-        die_usage("--layout: '%s' is not case or class/case", in->layout);
+        die_usage("--layout: '%s' is not case, class/case or dicom", in->layout);
     }
     for (int i = 0; i < ntop; i++)
         free(top[i]);
@@ -504,15 +775,15 @@ int main(int argc, char **argv)
 {
     util_init(argv[0]);
     input_opts in = {.case_col = "case", .path_col = "path", .label_col = "label",
-                     .split_col = "split", .split = "train", .layout = "case"};
+                     .split_col = "split", .split = "train", .layout = "case", .case_tag = "PatientID"};
     image_opts io = {.size = 224, .channels = 3, .max_pixels = 400000000ull,
-                     .window = {WINDOW_PERCENTILE, 0.5, 99.5}};
+                     .window = {WINDOW_DICOM, 0.5, 99.5}};
     const char *output = NULL, *root = NULL;
     int zstd_level = 0, threads = 0;
-    bool strict = false, quiet = false;
+    bool strict = false, quiet = false, case_tag_given = false;
     enum { OPT_DIR = 256, OPT_LAYOUT, OPT_CASE, OPT_PATH, OPT_LABEL, OPT_SPLITCOL, OPT_SPLIT,
            OPT_MULTI, OPT_LABELCOLS, OPT_CLASSES, OPT_CROP, OPT_KEEP16, OPT_WINDOW, OPT_MAXPIX,
-           OPT_STRICT };
+           OPT_STRICT, OPT_CASETAG, OPT_LABELS };
     static const struct option longopts[] = {
         {"dir", required_argument, 0, OPT_DIR}, {"layout", required_argument, 0, OPT_LAYOUT},
         {"case-col", required_argument, 0, OPT_CASE}, {"path-col", required_argument, 0, OPT_PATH},
@@ -523,7 +794,8 @@ int main(int argc, char **argv)
         {"channels", required_argument, 0, 'c'}, {"keep-16bit", no_argument, 0, OPT_KEEP16},
         {"window", required_argument, 0, OPT_WINDOW}, {"max-pixels", required_argument, 0, OPT_MAXPIX},
         {"output", required_argument, 0, 'o'}, {"zstd", required_argument, 0, 'z'},
-        {"strict", no_argument, 0, OPT_STRICT}, {"threads", required_argument, 0, 'T'},
+        {"strict", no_argument, 0, OPT_STRICT}, {"case-tag", required_argument, 0, OPT_CASETAG},
+        {"labels", required_argument, 0, OPT_LABELS}, {"threads", required_argument, 0, 'T'},
         {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
     int opt;
@@ -549,12 +821,20 @@ int main(int argc, char **argv)
         case OPT_KEEP16: io.keep16 = true; break;
         case OPT_WINDOW:
             if (!image_window_parse(optarg, &io.window))
-                die_usage("--window: '%s' is not percentile:LO,HI, fixed:LO,HI or full", optarg);
+                die_usage("--window: '%s' is not dicom, percentile:LO,HI, fixed:LO,HI or full", optarg);
             break;
         case OPT_MAXPIX: io.max_pixels = (uint64_t)cli_int("--max-pixels", optarg, 1, 1ll << 40); break;
         case 'o': output = optarg; break;
         case 'z': zstd_level = (int)cli_int("--zstd", optarg, 0, 19); break;
         case OPT_STRICT: strict = true; break;
+        case OPT_CASETAG:
+            if (strcmp(optarg, "PatientID") != 0 && strcmp(optarg, "StudyInstanceUID") != 0 &&
+                strcmp(optarg, "SeriesInstanceUID") != 0)
+                die_usage("--case-tag: '%s' is not PatientID, StudyInstanceUID or SeriesInstanceUID", optarg);
+            in.case_tag = optarg;
+            case_tag_given = true;
+            break;
+        case OPT_LABELS: in.labels = optarg; break;
         case 'T': threads = (int)cli_int("--threads", optarg, 1, 1024); break;
         case 'q': quiet = true; break;
         case 'h': fputs(usage_text, stdout); return 0;
@@ -570,6 +850,11 @@ int main(int argc, char **argv)
         die_usage("--crop needs --size");
     if (root && (in.label_cols || in.multilabel))
         die_usage("--multilabel and --label-cols need a manifest");
+    bool tags = root && strcmp(in.layout, "dicom") == 0;
+    if (!tags && (in.labels || case_tag_given))
+        die_usage("--labels and --case-tag need --dir ROOT --layout dicom");
+    in.strict = strict;
+    in.quiet = quiet;
     if (threads > 0)
         omp_set_num_threads(threads);
     image_init(argv[0]);
@@ -591,7 +876,7 @@ int main(int argc, char **argv)
     // the thread count.
     pack_writer *w = pack_writer_open(output, m, zstd_level, argc, argv);
     int window = 64 * omp_get_max_threads();
-    long long nfiles_total = 0, nimages = 0, skipped_files = 0, skipped_cases = 0, written = 0;
+    long long nfiles_total = 0, nimages = 0, skipped_files = d.skipped, skipped_cases = 0, written = 0;
     for (int i = 0; i < d.ncases; i++)
         nfiles_total += d.cases[i].nfiles;
     // Per split: cases, images, and per class case counts.

@@ -3,7 +3,11 @@
 // follow the formats as they are today.
 //
 //   mkseeds DIR     writes DIR/stream, DIR/pack, DIR/ckpt, DIR/safetensors, DIR/csv,
-//                   DIR/image
+//                   DIR/image, DIR/dicom
+//
+// The DICOM seeds are the small sample files of Debian's python3-pydicom
+// (when installed), each behind an option byte.
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -343,6 +347,50 @@ static void image_seeds(void)
     image_seed("rgb16-full.png", 16 | 32, make_image(5, 3, 3, true, 1), ".png");
 }
 
+// ---- DICOM ---------------------------------------------------------------------------
+
+static void dicom_seeds(void)
+{
+    static const char root[] = "/usr/lib/python3/dist-packages/pydicom/data/test_files";
+    static const char *const extra[] = {"dicomdirtests/77654033/CR1/6154", "dicomdirtests/77654033/CT2/17106"};
+    DIR *d = opendir(root);
+    if (!d)
+        return;
+    char **names = NULL;
+    int n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 4 || strcmp(e->d_name + len - 4, ".dcm") != 0)
+            continue;
+        if (n == cap)
+            names = xrealloc(names, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *names);
+        names[n++] = xstrdup(e->d_name);
+    }
+    closedir(d);
+    for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) {
+        if (n == cap)
+            names = xrealloc(names, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *names);
+        names[n++] = xstrdup(extra[i]);
+    }
+    for (int i = 0; i < n; i++) {
+        char path[8192], name[256];
+        snprintf(path, sizeof path, "%s/%s", root, names[i]);
+        struct stat st;
+        // Seeds stay small (40 KB), as the other targets'.
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= 40000) {
+            size_t size;
+            uint8_t *data = slurp(path, &size);
+            uint8_t options = (uint8_t)(i * 7 % 64);
+            snprintf(name, sizeof name, "%s", strrchr(names[i], '/') ? strrchr(names[i], '/') + 1 : names[i]);
+            write_file(seed_path("dicom", name), &options, 1, data, size);
+            free(data);
+        }
+        free(names[i]);
+    }
+    free(names);
+}
+
 int main(int argc, char **argv)
 {
     util_init(argv[0]);
@@ -358,5 +406,6 @@ int main(int argc, char **argv)
     safetensors_seeds();
     csv_seeds();
     image_seeds();
+    dicom_seeds();
     return 0;
 }
