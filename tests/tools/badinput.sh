@@ -26,6 +26,8 @@ finetune -q --init pre.ckpt --batch 16 -o ft.ckpt images.mts
 embed -q --ckpt ft.ckpt images.mts > scores.mts
 : > empty
 for f in pairs.mts images.mts images-u8.mts scores.mts pre.ckpt; do head -c $(($(stat -c %s $f) / 2)) $f > cut-$f; done
+# Two streams one after the other; the first header's schedule ends where
+# the second begins, so the trainer is given two epochs to reach it.
 cat pairs.mts pairs12.mts > two-sizes.mts
 vips black black.v 48 32 --bands 3
 vips linear black.v grey.png 1 120 --uchar
@@ -188,7 +190,7 @@ row   ntxent-step "truncated input"                  1 "cut-pairs.mts: byte [0-9
 row   ntxent-step "wrong kind: a score stream"       1 "scores.mts: byte [0-9]+: no 'a' image" ntxent-step "${model[@]}" -o out/x.ckpt scores.mts
 other ntxent-step "image records, u8 images, 1-channel images into a 3-channel model" "e2e.sh"
 row   ntxent-step "images of two sizes"              1 "'a' is \(1, 12, 12\); earlier images were \(1, 16, 16\)" \
-                                                                                             ntxent-step "${model[@]}" -o out/x.ckpt two-sizes.mts
+                                                                                             ntxent-step "${model[@]}" --epochs 2 -o out/x.ckpt two-sizes.mts
 row   ntxent-step "NaN pixels"                       1 "nan-pairs.mts: byte [0-9]+: 'a' has a NaN pixel" \
                                                                                              ntxent-step "${model[@]}" -o out/x.ckpt nan-pairs.mts
 other ntxent-step "label out of range"               "pretraining reads no labels"
