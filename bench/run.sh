@@ -9,7 +9,8 @@
 #   1 SGEMM: the BLIS kernel set the library chooses vs BLIS's own choice
 #   2 one SimCLR training step vs PyTorch (images/s, peak RSS)
 #   3 augment vs torchvision's SimCLR chain (bench/augment.sh)
-#   4 case-pack vs PIL decoding JPEG photos to 224 (vipsthumbnail beside)
+#   4 case-pack vs PIL decoding JPEG photos to 224 (vipsthumbnail beside);
+#     4d case-pack on DICOM folders vs pydicom + PIL (bench/dicom.sh)
 #   5 auc vs scikit-learn's roc_auc_score (bench/auc.sh)
 #   6 stream pass-through vs cat (bench/stream.sh)
 #   7 one SimCLR epoch: pair-sample | augment | ntxent-step vs a PyTorch
@@ -54,11 +55,11 @@ done
 if [ $quick = 1 ]; then
     step_runs="--warmup 1 --steps 2"
     a_size=64 a_pairs=4 b_size=64 b_pairs=4 c_pairs=32
-    aug_args=(50 1000) photos=60 auc_n=100000 stream_n=200 e2e_n=512 e2e_batch=64 reps=1
+    aug_args=(50 1000) photos=60 auc_n=100000 stream_n=200 e2e_n=512 e2e_batch=64 reps=1 dicom_n=300
 else
     step_runs="--warmup 2 --steps 3"
     a_size=224 a_pairs=16 b_size=224 b_pairs=8 c_pairs=128
-    aug_args=() photos=300 auc_n=1000000 stream_n=2000 e2e_n=2048 e2e_batch=128 reps=3
+    aug_args=() photos=300 auc_n=1000000 stream_n=2000 e2e_n=2048 e2e_batch=128 reps=3 dicom_n=3000
 fi
 
 # Why a row was below 1 when last analysed (2026-12-01, on this machine under
@@ -333,6 +334,22 @@ else
         echo "$photos JPEG files ($jpeg_mb MB, 800×600, quality 90) cut from scikit-learn's sample photographs with sensor-like noise (bench/make_photos.py; this machine has no photo collection), one folder per case, in /dev/shm. Best wall time of $reps runs. case-pack: \`case-pack -q -T T --size 224 --crop --dir ROOT\` (the whole tool: listing, decoding, writing the pack). PIL: bench/resize_pil.py (Image.draft, resize, centre crop, pixels appended to one file; interpreter start-up not counted). vipsthumbnail: all files in one process, VIPS_CONCURRENCY=1, .v output."
         echo
     } >> "$details"
+fi
+
+# --- 4d. case-pack on DICOM vs pydicom + PIL ---------------------------------------------
+if ! $py -c 'import pydicom, PIL, numpy' 2> /dev/null; then
+    skip 4d "case-pack on DICOM vs pydicom + PIL" "pydicom, PIL or numpy cannot be imported by $py (apt-get install python3-pydicom)"
+else
+    say "4d: bench/dicom.sh $dicom_n $reps"
+    bash "$root/bench/dicom.sh" "$dicom_n" "$reps" > "$dir/dicom.md"
+    for set in small large; do
+        IFS='|' read -r _ _ files ours _ peer ratio _ < <(grep "^| $set |" "$dir/dicom.md")
+        row "4d-$set" "case-pack --layout dicom -T $cores vs pydicom + PIL (one process): $(echo $files) $set files (decode, rescale, window, resize to 224, by patient); target ≥ 3x" \
+            "$(echo $ours)" "pydicom $(echo $peer)" "$(echo $ratio | tr -d x)"
+    done
+    { echo "## 4d. case-pack on DICOM vs pydicom + PIL (bench/dicom.sh $dicom_n $reps)"; echo
+      echo "Folders made from pydicom's sample files with new patient ids and UIDs (bench/dicom_pydicom.py make): small = CT_small, MR_small and MR_small_RLE in turn (64-128 pixels: per-file costs), large = CT_small's pixels repeated to 1024 x 1024 with a window (a CR/DX-sized file). The peer, bench/dicom_pydicom.py pack: pixel_array, rescale, the first window as the standard's LINEAR (else percentiles), MONOCHROME1 inverted, PIL's bilinear resize to 224, images kept by PatientID, interpreter start-up included. Wall time of whole commands, interleaved rounds."
+      echo; cat "$dir/dicom.md"; echo; } >> "$details"
 fi
 
 # --- 5. auc vs scikit-learn ---------------------------------------------------------

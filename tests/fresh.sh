@@ -75,7 +75,10 @@ run() { # the README's command, in the clone, as root, with a plain environment
     start=$(seconds)
     echo "==== $cmd" >>"$log"
     set +e
-    chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    # Default signal dispositions, as a terminal gives them: a fresh.sh
+    # started in the background of a shell without job control inherits
+    # SIGINT ignored, and the tools keep an ignored signal ignored (nohup).
+    env --default-signal=INT,TERM,HUP,PIPE chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         LANG=C.UTF-8 /bin/sh -c "cd /root/medssl && $cmd" >>"$log" 2>&1
     status=$?
     set -e
