@@ -7,7 +7,9 @@
 # with the reason; rows below 1 get a perf profile of our side.
 #
 #   1 SGEMM: the BLIS kernel set the library chooses vs BLIS's own choice
-#   2 one SimCLR training step vs PyTorch (images/s, peak RSS)
+#   2 one SimCLR training step vs PyTorch (images/s, peak RSS): (a) ResNet-18
+#     3x224 N=16, (b) ResNet-50 3x224 N=8, (c) ResNet-18 small x0.5 1x32
+#     N=128, (d) ResNet-18 3x64 N=64; interleaved rounds, median and best
 #   3 augment vs torchvision's SimCLR chain (bench/augment.sh)
 #   4 case-pack vs PIL decoding JPEG photos to 224 (vipsthumbnail beside);
 #     4d case-pack on DICOM folders vs pydicom + PIL (bench/dicom.sh)
@@ -53,11 +55,11 @@ for f in "$bin/case-pack" "$bin/augment" "$bin/ntxent-step" "$helpers/mkpack" "$
 done
 
 if [ $quick = 1 ]; then
-    step_runs="--warmup 1 --steps 2"
+    step_runs="--warmup 1 --steps 2" step_rounds=1 d_size=64 d_pairs=8
     a_size=64 a_pairs=4 b_size=64 b_pairs=4 c_pairs=32
     aug_args=(50 1000) photos=60 auc_n=100000 stream_n=200 e2e_n=512 e2e_batch=64 reps=1 dicom_n=300
 else
-    step_runs="--warmup 2 --steps 3"
+    step_runs="--warmup 2 --steps 3" step_rounds=3 d_size=64 d_pairs=64
     a_size=224 a_pairs=16 b_size=224 b_pairs=8 c_pairs=128
     aug_args=() photos=300 auc_n=1000000 stream_n=2000 e2e_n=2048 e2e_batch=128 reps=3 dicom_n=3000
 fi
@@ -87,10 +89,12 @@ per cent of a step; rows 8 show the pipeline within a few per cent of ntxent-ste
 row is the speed of the training step at 3x32x32, batch 128: see 2c for where its time goes.
 The profile is ntxent-step's."
 
-# Both sides wait passively, as medssl's pipelines do (pipelines/common.bash):
-# on a shared machine, threads spinning at a barrier take the cores that
-# other processes (and the peer's own loader workers) need.
-export OMP_WAIT_POLICY=passive
+# Each side runs in its own default environment (DESIGN.md): nothing of ours
+# is exported to a peer, and our tools run as they do by default (the
+# pipelines set OMP_WAIT_POLICY=passive themselves, pipelines/common.bash).
+# "${peer_env[@]}" CMD...: CMD without any setting a user of the peer would
+# not have (an array, so that /usr/bin/time can run it too).
+peer_env=(env -u OMP_WAIT_POLICY -u MEDSSL_THREADS -u MEDSSL_BLIS_ARCH)
 
 dir=$(mktemp -d /dev/shm/medssl-bench-XXXXXX 2>/dev/null || mktemp -d)
 trap 'rm -rf "$dir"' EXIT
@@ -240,27 +244,37 @@ timed_run() {
     echo "2N views forward through the encoder and SimCLR v2's 2-layer projection head (training mode), NT-Xent (tau 0.1), backward, one LARS update, on $cores threads, from uniform-noise input: build/bench/simclr_step against bench/simclr_step_torch.py (torchvision's ResNet). images/s = 2N / the fastest step after the warm-up steps ($step_runs); peak RSS of the whole process (/usr/bin/time), which for PyTorch includes the interpreter and its libraries. Step times:"
     echo
 } >> "$details"
-# step_row ID LABEL MODEL-OPTIONS...
+# step_row ID LABEL MODEL-OPTIONS...: $step_rounds interleaved rounds (ours,
+# then PyTorch's), median and best images/s of each, the largest peak RSS.
 step_row() {
     local id=$1 label=$2; shift 2
-    local args=("$@" --threads "$cores") ours rss_ours peer rss_peer ratio
-    say "$id: SimCLR step, $label"
-    # shellcheck disable=SC2086  # $step_runs is a list of options
-    timed_run "$dir/ours.txt" "$benches/simclr_step" "${args[@]}" $step_runs
-    read -r ours rss_ours < <(step_result "$dir/ours.txt")
-    echo "$id medssl:  $(grep -o 'step [0-9]*: [0-9.]* s' "$dir/ours.txt" | cut -d' ' -f3 | paste -sd' ') s" >> "$dir/steps.txt"
+    local args=("$@" --threads "$cores") ours rss_ours peer_rate rss_peer ratio r o m p q
+    say "$id: SimCLR step, $label ($step_rounds rounds)"
+    : > "$dir/ours.rates"; : > "$dir/peer.rates"
+    for r in $(seq "$step_rounds"); do
+        # shellcheck disable=SC2086  # $step_runs is a list of options
+        timed_run "$dir/ours.txt" "$benches/simclr_step" "${args[@]}" $step_runs
+        step_result "$dir/ours.txt" >> "$dir/ours.rates"
+        echo "$id medssl,  round $r: $(grep -o 'step [0-9]*: [0-9.]* s' "$dir/ours.txt" | cut -d' ' -f3 | paste -sd' ') s" >> "$dir/steps.txt"
+        [ $have_torch = 1 ] || continue
+        # shellcheck disable=SC2086
+        timed_run "$dir/peer.txt" "${peer_env[@]}" $py "$root/bench/simclr_step_torch.py" "${args[@]}" $step_runs
+        step_result "$dir/peer.txt" >> "$dir/peer.rates"
+        echo "$id PyTorch, round $r: $(grep -o 'step [0-9]*: [0-9.]* s' "$dir/peer.txt" | cut -d' ' -f3 | paste -sd' ') s" >> "$dir/steps.txt"
+    done
+    # median best max-rss of a rates file ("images/s rss" lines)
+    rates() { sort -g "$1" | awk '{ v[NR] = $1; if ($2 > m) m = $2 } END { printf "%s %s %s\n", v[int((NR + 1) / 2)], v[NR], m }'; }
+    read -r ours o rss_ours < <(rates "$dir/ours.rates")
     if [ $have_torch = 0 ]; then
         say "$id: no peer: $no_torch"
-        row "$id" "SimCLR training step, $label: images/s (peak RSS)" "$ours ($rss_ours MB)" "–" "skipped" "$no_torch"
+        row "$id" "SimCLR training step, $label: images/s, median (best) of $step_rounds (peak RSS)" "$ours ($o) ($rss_ours MB)" "–" "skipped" "$no_torch"
         return
     fi
-    # shellcheck disable=SC2086
-    timed_run "$dir/peer.txt" $py "$root/bench/simclr_step_torch.py" "${args[@]}" $step_runs
-    read -r peer rss_peer < <(step_result "$dir/peer.txt")
-    echo "$id PyTorch: $(grep -o 'step [0-9]*: [0-9.]* s' "$dir/peer.txt" | cut -d' ' -f3 | paste -sd' ') s" >> "$dir/steps.txt"
-    ratio=$(ratio "$ours" "$peer")
-    checked_row "$id" "SimCLR training step, $label: images/s (peak RSS)" "$ours ($rss_ours MB)" \
-        "PyTorch $peer ($rss_peer MB)" "$ratio" "SimCLR step, $label. ${step_reason_once:-$step_reason}" : \
+    read -r peer_rate p rss_peer < <(rates "$dir/peer.rates")
+    ratio=$(ratio "$ours" "$peer_rate")
+    checked_row "$id" "SimCLR training step, $label: images/s, median (best) of $step_rounds interleaved rounds (peak RSS)" \
+        "$ours ($o) ($rss_ours MB)" "PyTorch $peer_rate ($p) ($rss_peer MB)" "$ratio" \
+        "SimCLR step, $label. ${step_reason_once:-$step_reason}" : \
         "$benches/simclr_step" "${args[@]}" --warmup 1 --steps 1
     ge "$ratio" 1 || step_reason_once=${step_reason_once:-"The causes are those given under $id."}
 }
@@ -272,6 +286,8 @@ step_row 2b "ResNet-50, 3×${b_size}×${b_size}, N=$b_pairs" --depth 50 --width 
     --size "$b_size" --pairs "$b_pairs"
 step_row 2c "ResNet-18 small stem ×0.5, 1×32×32, N=$c_pairs" --depth 18 --width 0.5 --stem small --channels 1 \
     --size 32 --pairs "$c_pairs"
+step_row 2d "ResNet-18, 3×${d_size}×${d_size}, N=$d_pairs" --depth 18 --width 1 --stem large --channels 3 \
+    --size "$d_size" --pairs "$d_pairs"
 { echo '```'; cat "$dir/steps.txt"; echo '```'; echo; } >> "$details"
 
 # --- 3. augment vs torchvision ------------------------------------------------------
@@ -421,7 +437,7 @@ else
     "$bin/pair-sample" -q --mode single --split all --no-shuffle -o "$dir/e2e-images.mts" "$dir/e2e.pack"
     t_peer=1e9
     for _ in 1 2; do
-        t=$($py "$root/bench/simclr_epoch_torch.py" "$dir/e2e-images.mts" \
+        t=$("${peer_env[@]}" $py "$root/bench/simclr_epoch_torch.py" "$dir/e2e-images.mts" \
             --batch "$e2e_batch" --threads "$cores" | awk '{ print $2 }')
         t_peer=$(awk -v b="$t_peer" -v t="$t" 'BEGIN { print (t < b ? t : b) }')
     done
@@ -467,7 +483,7 @@ done
     echo
     echo "$started, $(lscpu | sed -n 's/^Model name: *//p'), $cores cores, load average at start $load_start (at the end $(cut -d' ' -f1-3 /proc/loadavg)); medssl $(git -C "$root" describe --always --dirty 2> /dev/null || echo '(no git)')$([ $quick = 1 ] && echo '; --quick: small sizes, not comparable with a full run')."
     echo
-    echo "Ratio: the peer's time over ours (our rate over the peer's), so above 1 we are faster; **bold** below 1. The load column is the 1-minute load average when the row was measured (the machine is shared). OMP_WAIT_POLICY=passive for both sides, as medssl's pipelines set it."
+    echo "Ratio: the peer's time over ours (our rate over the peer's), so above 1 we are faster; **bold** below 1. The load column is the 1-minute load average when the row was measured (the machine is shared). Each side in its own default environment: the peers without any setting of ours (no OMP_WAIT_POLICY, MEDSSL_*), PyTorch with torch.set_num_threads(cores) only; our tools as they run by default (the pipelines set OMP_WAIT_POLICY=passive themselves)."
     echo
     echo "| # | benchmark | medssl | peer | ratio | load | notes |"
     echo "|---|---|---:|---:|---:|---:|---|"
