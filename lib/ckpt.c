@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -479,16 +478,6 @@ static const struct {
     {101, true, {3, 4, 23, 3}}, {152, true, {3, 8, 36, 3}},
 };
 
-static bool failf_ckpt(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static bool failf_ckpt(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return false;
-}
-
 static const st_entry *find_rank(const st_file *f, const char *name, int rank)
 {
     const st_entry *e = st_find(f, name);
@@ -518,11 +507,11 @@ static bool st_config(const st_file *f, model_config *cfg, ckpt_info *info, char
 {
     const st_entry *conv1 = find_rank(f, "conv1.weight", 4);
     if (!conv1)
-        return failf_ckpt(err, errlen, "conv1.weight: no such (O, C, k, k) tensor: not a torchvision ResNet");
+        return failf(err, errlen, "conv1.weight: no such (O, C, k, k) tensor: not a torchvision ResNet");
     const int64_t *s = conv1->shape;
     if (!((s[2] == 7 && s[3] == 7) || (s[2] == 3 && s[3] == 3)) || (s[1] != 1 && s[1] != 3) || s[0] < 1 ||
         s[0] > 64 * 16)
-        return failf_ckpt(err, errlen, "conv1.weight: shape (%lld,%lld,%lld,%lld), not a ResNet stem of 1 or 3 "
+        return failf(err, errlen, "conv1.weight: shape (%lld,%lld,%lld,%lld), not a ResNet stem of 1 or 3 "
                           "channels with a 7x7 or 3x3 kernel", (long long)s[0], (long long)s[1], (long long)s[2],
                           (long long)s[3]);
     int blocks[4];
@@ -542,7 +531,7 @@ static bool st_config(const st_file *f, model_config *cfg, ckpt_info *info, char
         if (layouts[i].bottleneck == bottleneck && memcmp(layouts[i].blocks, blocks, sizeof blocks) == 0)
             depth = layouts[i].depth;
     if (!depth)
-        return failf_ckpt(err, errlen, "layer1-4: %d, %d, %d and %d %s blocks, not a ResNet-18, 34, 50, 101 or 152",
+        return failf(err, errlen, "layer1-4: %d, %d, %d and %d %s blocks, not a ResNet-18, 34, 50, 101 or 152",
                           blocks[0], blocks[1], blocks[2], blocks[3], bottleneck ? "bottleneck" : "basic");
     double width = (double)s[0] / 64;
     const char *w = st_meta(f, "medssl.width");
@@ -550,7 +539,7 @@ static bool st_config(const st_file *f, model_config *cfg, ckpt_info *info, char
         char *end;
         double v = strtod(w, &end);
         if (end == w || *end || !(v > 0 && v <= 16) || (lround(64 * v) > 1 ? lround(64 * v) : 1) != s[0])
-            return failf_ckpt(err, errlen, "__metadata__: medssl.width '%s' does not give conv1's %lld channels", w,
+            return failf(err, errlen, "__metadata__: medssl.width '%s' does not give conv1's %lld channels", w,
                               (long long)s[0]);
         width = v;
     }
@@ -564,27 +553,27 @@ static bool st_config(const st_file *f, model_config *cfg, ckpt_info *info, char
         if (!h)
             break;
         if (h->shape[0] < 1 || h->shape[0] > 1 << 16)
-            return failf_ckpt(err, errlen, "%s: %lld outputs, out of range", name, (long long)h->shape[0]);
+            return failf(err, errlen, "%s: %lld outputs, out of range", name, (long long)h->shape[0]);
         if (l == 0)
             cfg->head_hidden = (int)h->shape[0];
         cfg->proj_dim = (int)h->shape[0];
         cfg->head_layers = l + 1;
     }
     if (cfg->head_layers == 1)
-        return failf_ckpt(err, errlen, "head.1.linear.weight: missing (a projection head has 2 or 3 layers)");
+        return failf(err, errlen, "head.1.linear.weight: missing (a projection head has 2 or 3 layers)");
     const st_entry *fc = find_rank(f, "fc.weight", 2);
     if (fc && (fc->shape[0] < 1 || fc->shape[0] > CKPT_MAX_CLASSES))
-        return failf_ckpt(err, errlen, "fc.weight: %lld classes, over the limit of %d", (long long)fc->shape[0],
+        return failf(err, errlen, "fc.weight: %lld classes, over the limit of %d", (long long)fc->shape[0],
                           CKPT_MAX_CLASSES);
     cfg->classes = fc ? (int)fc->shape[0] : 0;
     double count = model_param_count(cfg);
     if (count > MODEL_MAX_PARAMS)
-        return failf_ckpt(err, errlen, "a model of %.0f parameters, over the limit of %.0f", count,
+        return failf(err, errlen, "a model of %.0f parameters, over the limit of %.0f", count,
                           (double)MODEL_MAX_PARAMS);
     // Every parameter takes 2 bytes at least (F16, BF16): a small file whose
     // names describe a big model is refused before the model is built.
     if ((double)f->data_size < 2 * count)
-        return failf_ckpt(err, errlen, "%llu bytes of tensors, too few for the %.0f parameters of the model "
+        return failf(err, errlen, "%llu bytes of tensors, too few for the %.0f parameters of the model "
                           "its names describe", (unsigned long long)f->data_size, count);
     memset(info, 0, sizeof *info);
     info->loss = NAN;
@@ -626,7 +615,7 @@ static bool st_read_header(const char *path, model_config *cfg, ckpt_info *info,
 static bool st_load_checked(const char *path, model *m, unsigned parts, char *err, size_t errlen)
 {
     if (parts & CKPT_STATE)
-        return failf_ckpt(err, errlen, "a safetensors file holds no optimiser state (--resume takes our checkpoints)");
+        return failf(err, errlen, "a safetensors file holds no optimiser state (--resume takes our checkpoints)");
     st_file *f = st_open(path, err, errlen);
     if (!f)
         return false;
@@ -651,7 +640,7 @@ static bool st_load_checked(const char *path, model *m, unsigned parts, char *er
             if (strcmp(ts[k].name, s->name) == 0)
                 e = &ts[k];
         if (!e) {
-            failf_ckpt(err, errlen, "%s: the file has it, this model does not (a different %s?)", s->name,
+            failf(err, errlen, "%s: the file has it, this model does not (a different %s?)", s->name,
                        part == CKPT_HEAD ? "projection head" : part == CKPT_FC ? "classifier" : "encoder");
             goto done;
         }
@@ -661,7 +650,7 @@ static bool st_load_checked(const char *path, model *m, unsigned parts, char *er
             char have[128], want[128];
             describe_shape(have, sizeof have, s->rank, s->shape);
             describe_shape(want, sizeof want, e->rank, e->shape);
-            failf_ckpt(err, errlen, "%s: the file's is %s %s, this model's %s %s", s->name, st_dtype_name(s->dtype),
+            failf(err, errlen, "%s: the file's is %s %s, this model's %s %s", s->name, st_dtype_name(s->dtype),
                        have, e->dtype == MTS_I64 ? "I64" : "F32 (or F16, BF16, F64)", want);
             goto done;
         }
@@ -687,7 +676,7 @@ static bool st_load_checked(const char *path, model *m, unsigned parts, char *er
         size_t len = strlen(ts[i].name);
         if ((parts & ts[i].part) && !ts[i].loaded &&
             !(len > 20 && strcmp(ts[i].name + len - 20, ".num_batches_tracked") == 0)) {
-            failf_ckpt(err, errlen, "%s: this model has it, the file does not", ts[i].name);
+            failf(err, errlen, "%s: this model has it, the file does not", ts[i].name);
             goto done;
         }
     }

@@ -536,16 +536,6 @@ void dicom_free(dicom_file *f)
 
 // ---- the image -------------------------------------------------------------------
 
-static bool refuse(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static bool refuse(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return false;
-}
-
 static const uint8_t *fragment(const dicom_file *f, int i)
 {
     return f->data + f->fragments[i].offset;
@@ -568,7 +558,7 @@ static bool map_frames(dicom_file *f, char *err, size_t errlen)
 {
     int nfrag = f->nfragments - 1, frames = f->frames;
     if (nfrag < 1)
-        return refuse(err, errlen, "byte %zu, tag (7FE0,0010): encapsulated pixel data without fragments",
+        return failf(err, errlen, "byte %zu, tag (7FE0,0010): encapsulated pixel data without fragments",
                       f->pixel_tag_offset);
     int *first = xmalloc(((size_t)frames + 1) * sizeof *first);
     first[0] = 1;
@@ -580,7 +570,7 @@ static bool map_frames(dicom_file *f, char *err, size_t errlen)
     } else if (bot) {
         if (bot != 4 * (size_t)frames) {
             free(first);
-            return refuse(err, errlen, "byte %zu: a basic offset table of %zu entries for %d frames",
+            return failf(err, errlen, "byte %zu: a basic offset table of %zu entries for %d frames",
                           f->fragments[0].offset, bot / 4, frames);
         }
         // Offsets count from the first fragment's item header.
@@ -593,7 +583,7 @@ static bool map_frames(dicom_file *f, char *err, size_t errlen)
             if (j == f->nfragments || f->fragments[j].offset - 8 != want || (k && j <= first[k - 1]) ||
                 (k == 0 && j != 1)) {
                 free(first);
-                return refuse(err, errlen, "byte %zu: offset table entry %d (%u) is not the start of a fragment "
+                return failf(err, errlen, "byte %zu: offset table entry %d (%u) is not the start of a fragment "
                               "after the previous frame's", f->fragments[0].offset + 4 * (size_t)k, k,
                               rd32(table + 4 * (size_t)k, false));
             }
@@ -615,12 +605,12 @@ static bool map_frames(dicom_file *f, char *err, size_t errlen)
             }
         if (k != frames || first[0] != 1) {
             free(first);
-            return refuse(err, errlen, "byte %zu, tag (7FE0,0010): %d fragments, no offset table, and %d "
+            return failf(err, errlen, "byte %zu, tag (7FE0,0010): %d fragments, no offset table, and %d "
                           "codestream starts for %d frames", f->pixel_tag_offset, nfrag, k, frames);
         }
     } else {
         free(first);
-        return refuse(err, errlen, "byte %zu, tag (7FE0,0010): %d fragments for %d frames and no offset table",
+        return failf(err, errlen, "byte %zu, tag (7FE0,0010): %d fragments for %d frames and no offset table",
                       f->pixel_tag_offset, nfrag, frames);
     }
     f->frame_first = first;
@@ -639,41 +629,41 @@ bool dicom_check_image(dicom_file *f, char *err, size_t errlen)
 {
     const char *ts = f->transfer_syntax, *tsname = dicom_syntax_name(ts);
     if (!f->has_pixels)
-        return refuse(err, errlen, "no Pixel Data (7FE0,0010): not an image");
+        return failf(err, errlen, "no Pixel Data (7FE0,0010): not an image");
     if (f->codec == DICOM_OTHER)
-        return refuse(err, errlen, "transfer syntax %s (%s) is not read here: convert the file first, e.g. "
+        return failf(err, errlen, "transfer syntax %s (%s) is not read here: convert the file first, e.g. "
                       "gdcmconv --raw IN OUT", ts, tsname ? tsname : "unknown");
     if (f->rows < 1 || f->columns < 1)
-        return refuse(err, errlen, "Rows (0028,0010) %d, Columns (0028,0011) %d: no image", f->rows, f->columns);
+        return failf(err, errlen, "Rows (0028,0010) %d, Columns (0028,0011) %d: no image", f->rows, f->columns);
     if (f->bits_allocated != 8 && f->bits_allocated != 16)
-        return refuse(err, errlen, "Bits Allocated (0028,0100) %d: 8 and 16 only", f->bits_allocated);
+        return failf(err, errlen, "Bits Allocated (0028,0100) %d: 8 and 16 only", f->bits_allocated);
     if (f->bits_stored < 1 || f->bits_stored > f->bits_allocated)
-        return refuse(err, errlen, "Bits Stored (0028,0101) %d with Bits Allocated %d", f->bits_stored,
+        return failf(err, errlen, "Bits Stored (0028,0101) %d with Bits Allocated %d", f->bits_stored,
                       f->bits_allocated);
     if (f->high_bit != f->bits_stored - 1)
-        return refuse(err, errlen, "High Bit (0028,0102) %d with Bits Stored %d: only High Bit = Bits Stored - 1",
+        return failf(err, errlen, "High Bit (0028,0102) %d with Bits Stored %d: only High Bit = Bits Stored - 1",
                       f->high_bit, f->bits_stored);
     if (f->pixel_representation != 0 && f->pixel_representation != 1)
-        return refuse(err, errlen, "Pixel Representation (0028,0103) %d", f->pixel_representation);
+        return failf(err, errlen, "Pixel Representation (0028,0103) %d", f->pixel_representation);
     const char *pi = f->photometric;
     bool grey = strcmp(pi, "MONOCHROME1") == 0 || strcmp(pi, "MONOCHROME2") == 0;
     bool colour = strcmp(pi, "RGB") == 0 || strcmp(pi, "YBR_FULL") == 0 || strcmp(pi, "YBR_FULL_422") == 0 ||
                   ((strcmp(pi, "YBR_ICT") == 0 || strcmp(pi, "YBR_RCT") == 0) && f->codec == DICOM_J2K);
     if (!grey && !colour)
-        return refuse(err, errlen, "Photometric Interpretation (0028,0004) '%s' is not read here "
+        return failf(err, errlen, "Photometric Interpretation (0028,0004) '%s' is not read here "
                       "(MONOCHROME1, MONOCHROME2, RGB, YBR_FULL, YBR_FULL_422)", pi);
     if (f->samples != (grey ? 1 : 3))
-        return refuse(err, errlen, "Samples per Pixel (0028,0002) %d with %s", f->samples, pi);
+        return failf(err, errlen, "Samples per Pixel (0028,0002) %d with %s", f->samples, pi);
     if (colour && f->pixel_representation)
-        return refuse(err, errlen, "signed colour samples (Pixel Representation 1 with %s)", pi);
+        return failf(err, errlen, "signed colour samples (Pixel Representation 1 with %s)", pi);
     if (f->planar != 0 && f->planar != 1)
-        return refuse(err, errlen, "Planar Configuration (0028,0006) %d", f->planar);
+        return failf(err, errlen, "Planar Configuration (0028,0006) %d", f->planar);
     if (f->codec == DICOM_NATIVE && strcmp(pi, "YBR_FULL_422") == 0 && (f->columns % 2 || f->planar))
-        return refuse(err, errlen, "YBR_FULL_422 with %d columns, planar configuration %d: an even number of "
+        return failf(err, errlen, "YBR_FULL_422 with %d columns, planar configuration %d: an even number of "
                       "interleaved columns expected", f->columns, f->planar);
     if (!f->encapsulated) {
         if (f->codec != DICOM_NATIVE)
-            return refuse(err, errlen, "byte %zu, tag (7FE0,0010): native pixel data in transfer syntax %s (%s)",
+            return failf(err, errlen, "byte %zu, tag (7FE0,0010): native pixel data in transfer syntax %s (%s)",
                           f->pixel_tag_offset, ts, tsname);
         // Sizes: rows, columns < 2^16, samples <= 3, frames <= 10^5: no overflow.
         size_t need = frame_bytes(f) * (size_t)f->frames;
@@ -681,13 +671,13 @@ bool dicom_check_image(dicom_file *f, char *err, size_t errlen)
         if (f->bits_allocated == 8 && f->big_endian && f->pixel_ow)
             need += need & 1;
         if (f->pixel_length < need)
-            return refuse(err, errlen, "byte %zu, tag (7FE0,0010): %zu bytes of pixel data, fewer than the %zu "
+            return failf(err, errlen, "byte %zu, tag (7FE0,0010): %zu bytes of pixel data, fewer than the %zu "
                           "that %d frames of %d x %d x %d samples of %d bits need", f->pixel_tag_offset,
                           f->pixel_length, need, f->frames, f->rows, f->columns, f->samples, f->bits_allocated);
         return true;
     }
     if (f->codec == DICOM_NATIVE)
-        return refuse(err, errlen, "byte %zu, tag (7FE0,0010): encapsulated pixel data in transfer syntax %s",
+        return failf(err, errlen, "byte %zu, tag (7FE0,0010): encapsulated pixel data in transfer syntax %s",
                       f->pixel_tag_offset, *ts ? ts : "(none)");
     return f->frame_first || map_frames(f, err, errlen);
 }
@@ -789,10 +779,10 @@ static bool decode_rle(const dicom_file *f, const uint8_t *p, size_t len, int32_
     size_t px = (size_t)f->rows * f->columns;
     int bytes = f->bits_allocated / 8, nseg = f->samples * bytes;
     if (len < 64)
-        return refuse(err, errlen, "RLE: a frame of %zu bytes, shorter than its 64-byte header", len);
+        return failf(err, errlen, "RLE: a frame of %zu bytes, shorter than its 64-byte header", len);
     uint32_t declared = rd32(p, false);
     if (declared != (uint32_t)nseg)
-        return refuse(err, errlen, "RLE: %u segments, %d expected for %d samples of %d bits", declared, nseg,
+        return failf(err, errlen, "RLE: %u segments, %d expected for %d samples of %d bits", declared, nseg,
                       f->samples, f->bits_allocated);
     uint8_t *seg = xmalloc(px);
     memset(out, 0, px * (size_t)f->samples * sizeof *out);
@@ -801,11 +791,11 @@ static bool decode_rle(const dicom_file *f, const uint8_t *p, size_t len, int32_
         uint32_t end = j + 1 < nseg ? rd32(p + 8 + 4 * j, false) : (uint32_t)(len > UINT32_MAX ? UINT32_MAX : len);
         if (start < 64 || start > end || end > len) {
             free(seg);
-            return refuse(err, errlen, "RLE: segment %d at bytes %u to %u of a %zu-byte frame", j, start, end, len);
+            return failf(err, errlen, "RLE: segment %d at bytes %u to %u of a %zu-byte frame", j, start, end, len);
         }
         if (!unpack_bits(p + start, end - start, seg, px)) {
             free(seg);
-            return refuse(err, errlen, "RLE: segment %d does not decode to %zu bytes", j, px);
+            return failf(err, errlen, "RLE: segment %d does not decode to %zu bytes", j, px);
         }
         // Segments are the bytes of each sample, most significant first.
         int c = j / bytes, shift = 8 * (bytes - 1 - j % bytes);
@@ -825,13 +815,13 @@ static bool decode_jpeg(const dicom_file *f, const uint8_t *p, size_t len, int32
     switch (jpeg_decode(p, len, f->samples, 0, max, &im, inner, sizeof inner)) {
     case JPEG_OK: break;
     case JPEG_UNSUPPORTED:
-        return refuse(err, errlen, "transfer syntax %s (%s): %s; convert the file first, e.g. gdcmconv --raw IN OUT "
+        return failf(err, errlen, "transfer syntax %s (%s): %s; convert the file first, e.g. gdcmconv --raw IN OUT "
                       "or dcmdjpeg IN OUT", f->transfer_syntax, dicom_syntax_name(f->transfer_syntax), inner);
-    case JPEG_FAILED: return refuse(err, errlen, "JPEG: %s", inner);
+    case JPEG_FAILED: return failf(err, errlen, "JPEG: %s", inner);
     }
     if (im.width != f->columns || im.height != f->rows) {
         free(im.pixels);
-        return refuse(err, errlen, "JPEG: %dx%d pixels in a %dx%d image", im.width, im.height, f->columns, f->rows);
+        return failf(err, errlen, "JPEG: %dx%d pixels in a %dx%d image", im.width, im.height, f->columns, f->rows);
     }
     size_t n = (size_t)im.width * im.height * (size_t)f->samples;
     for (size_t i = 0; i < n; i++)
@@ -847,7 +837,7 @@ static bool decode_jpeg_ls(const dicom_file *f, const uint8_t *p, size_t len, in
 {
     charls_jpegls_decoder *d = charls_jpegls_decoder_create();
     if (!d)
-        return refuse(err, errlen, "JPEG-LS: CharLS cannot start");
+        return failf(err, errlen, "JPEG-LS: CharLS cannot start");
     charls_frame_info fi;
     charls_interleave_mode mode;
     size_t need;
@@ -860,14 +850,14 @@ static bool decode_jpeg_ls(const dicom_file *f, const uint8_t *p, size_t len, in
         ec = charls_jpegls_decoder_get_interleave_mode(d, &mode);
     if (ec) {
         charls_jpegls_decoder_destroy(d);
-        return refuse(err, errlen, "JPEG-LS: %s", charls_get_error_message(ec));
+        return failf(err, errlen, "JPEG-LS: %s", charls_get_error_message(ec));
     }
     // The codestream must be the image the data set describes before its
     // size is allocated.
     if (fi.width != (uint32_t)f->columns || fi.height != (uint32_t)f->rows || fi.component_count != f->samples ||
         fi.bits_per_sample < 2 || fi.bits_per_sample > f->bits_allocated) {
         charls_jpegls_decoder_destroy(d);
-        return refuse(err, errlen, "JPEG-LS: a %ux%u codestream of %d components of %d bits in a %dx%d image of "
+        return failf(err, errlen, "JPEG-LS: a %ux%u codestream of %d components of %d bits in a %dx%d image of "
                       "%d samples of %d bits", fi.width, fi.height, fi.component_count, fi.bits_per_sample,
                       f->columns, f->rows, f->samples, f->bits_allocated);
     }
@@ -878,7 +868,7 @@ static bool decode_jpeg_ls(const dicom_file *f, const uint8_t *p, size_t len, in
     charls_jpegls_decoder_destroy(d);
     if (ec) {
         free(buf);
-        return refuse(err, errlen, "JPEG-LS: %s", charls_get_error_message(ec));
+        return failf(err, errlen, "JPEG-LS: %s", charls_get_error_message(ec));
     }
     size_t w = fi.width, h = fi.height, c = (size_t)fi.component_count, px = w * h;
     bool wide = fi.bits_per_sample > 8;
@@ -956,7 +946,7 @@ static bool decode_j2k(const dicom_file *f, const uint8_t *p, size_t len, int32_
             opj_stream_destroy(s);
         if (c)
             opj_destroy_codec(c);
-        return refuse(err, errlen, "JPEG 2000: OpenJPEG cannot start");
+        return failf(err, errlen, "JPEG 2000: OpenJPEG cannot start");
     }
     opj_stream_set_user_data(s, &m, NULL);
     opj_stream_set_user_data_length(s, len);
@@ -1005,7 +995,7 @@ static bool decode_j2k(const dicom_file *f, const uint8_t *p, size_t len, int32_
     if (img)
         opj_image_destroy(img);
     if (!ok)
-        return refuse(err, errlen, "JPEG 2000: %s", *msg ? msg : "cannot decode");
+        return failf(err, errlen, "JPEG 2000: %s", *msg ? msg : "cannot decode");
     return true;
 }
 
@@ -1015,7 +1005,7 @@ static bool decode_ljpeg(const dicom_file *f, const uint8_t *p, size_t len, int3
     if (!ljpeg_decode(p, len, f->columns, f->rows, f->samples, out, &precision, err, errlen))
         return false;
     if (precision > f->bits_allocated)
-        return refuse(err, errlen, "lossless JPEG: %d-bit samples in a %d-bit image", precision, f->bits_allocated);
+        return failf(err, errlen, "lossless JPEG: %d-bit samples in a %d-bit image", precision, f->bits_allocated);
     return true;
 }
 
@@ -1051,7 +1041,7 @@ bool dicom_decode_frame(const dicom_file *f, int k, int32_t *out, char *err, siz
     case DICOM_JPEG_LS: ok = decode_jpeg_ls(f, p, len, out, err, errlen); break;
     case DICOM_JPEG_LOSSLESS: ok = decode_ljpeg(f, p, len, out, err, errlen); break;
     case DICOM_J2K: ok = decode_j2k(f, p, len, out, err, errlen); break;
-    default: ok = refuse(err, errlen, "transfer syntax %s is not decoded here", f->transfer_syntax); break;
+    default: ok = failf(err, errlen, "transfer syntax %s is not decoded here", f->transfer_syntax); break;
     }
     free(joined);
     if (ok)

@@ -122,6 +122,15 @@ void util_init(const char *argv0)
 
 const char *util_progname(void) { return progname; }
 
+bool failf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
 static void vwarn(const char *where, const char *fmt, va_list ap)
 {
     // One fprintf per piece would interleave with other tools in a pipeline;

@@ -8,6 +8,7 @@
 #define MEDSSL_UTIL_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdnoreturn.h>
@@ -22,6 +23,9 @@ const char *util_progname(void);
 // "tool: where: what\n" on stderr.  `where` may be NULL.
 void warnf(const char *where, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+// Formats the message into err (errlen bytes) and returns false: the
+// check-and-fail style of the parsers that report instead of dying.
+bool failf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 // warnf, then exit(1).
 noreturn void die(const char *where, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -12,6 +12,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "image.h"
+
 // The input as a file; the same path (and file) at every call.
 static inline const char *fuzz_file(const uint8_t *data, size_t size)
 {
@@ -39,6 +41,32 @@ static inline void fuzz_touch(const void *data, size_t n)
     const volatile uint8_t *p = data;
     for (size_t i = 0; i < n; i++)
         (void)p[i];
+}
+
+// image_load_file on the file under the options of the option byte b (bit
+// 0: 1 channel, bit 1: keep 16 bits, bit 2: centre crop, bits 3-4: one of
+// `windows`, bit 5: original size), at most max_pixels; traps on an image
+// that does not fit the options and reads every byte of each.
+static inline void fuzz_load_image(const uint8_t *file, size_t size, uint8_t b, const image_window windows[4],
+                                   uint64_t max_pixels)
+{
+    image_opts o = {.size = b & 32 ? 0 : 16, .centre_crop = (b & 4) && !(b & 32),
+                    .channels = b & 1 ? 1 : 3, .keep16 = b & 2, .window = windows[(b >> 3) & 3],
+                    .max_pixels = max_pixels};
+    const char *path = fuzz_file(file, size);
+    image_t *images;
+    int count;
+    char err[400];
+    if (!image_load_file(path, &o, &images, &count, err, sizeof err))
+        return;
+    for (int i = 0; i < count; i++) {
+        image_t *im = &images[i];
+        if (im->channels != o.channels || im->height < 1 || im->width < 1 || (im->u16 && !o.keep16))
+            __builtin_trap();
+        fuzz_touch(im->pixels, (size_t)im->channels * im->height * im->width * (im->u16 ? 2 : 1));
+        free(im->pixels);
+    }
+    free(images);
 }
 
 #endif

@@ -57,22 +57,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     decode_all(data + 1, size - 1);
     static const image_window windows[4] = {
         {WINDOW_DICOM, 0.5, 99.5}, {WINDOW_PERCENTILE, 0, 100}, {WINDOW_FIXED, -1000, 400}, {WINDOW_FULL, 0, 65535}};
-    image_opts o = {.size = b & 32 ? 0 : 16, .centre_crop = (b & 4) && !(b & 32),
-                    .channels = b & 1 ? 1 : 3, .keep16 = b & 2, .window = windows[(b >> 3) & 3],
-                    .max_pixels = MAX_PIXELS};
-    const char *path = fuzz_file(data + 1, size - 1);
-    image_t *images;
-    int count;
-    char err[400];
-    if (!image_load_file(path, &o, &images, &count, err, sizeof err))
-        return 0;
-    for (int i = 0; i < count; i++) {
-        image_t *im = &images[i];
-        if (im->channels != o.channels || im->height < 1 || im->width < 1 || (im->u16 && !o.keep16))
-            __builtin_trap();
-        fuzz_touch(im->pixels, (size_t)im->channels * im->height * im->width * (im->u16 ? 2 : 1));
-        free(im->pixels);
-    }
-    free(images);
+    fuzz_load_image(data + 1, size - 1, b, windows, MAX_PIXELS);
     return 0;
 }

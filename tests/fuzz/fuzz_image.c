@@ -27,23 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const image_window windows[4] = {
         {WINDOW_PERCENTILE, 0.5, 99.5}, {WINDOW_FIXED, 100, 4000}, {WINDOW_FULL, 0, 65535},
         {WINDOW_PERCENTILE, 0, 100}};
-    image_opts o = {.size = b & 32 ? 0 : 16, .centre_crop = (b & 4) && !(b & 32),
-                    .channels = b & 1 ? 1 : 3, .keep16 = b & 2, .window = windows[(b >> 3) & 3],
-                    // Small enough that a declared size cannot make one run slow.
-                    .max_pixels = 1u << 20};
-    const char *path = fuzz_file(data + 1, size - 1);
-    image_t *images;
-    int count;
-    char err[400];
-    if (!image_load_file(path, &o, &images, &count, err, sizeof err))
-        return 0;
-    for (int i = 0; i < count; i++) {
-        image_t *im = &images[i];
-        if (im->channels != o.channels || im->height < 1 || im->width < 1 || (im->u16 && !o.keep16))
-            __builtin_trap();
-        fuzz_touch(im->pixels, (size_t)im->channels * im->height * im->width * (im->u16 ? 2 : 1));
-        free(im->pixels);
-    }
-    free(images);
+    // Small enough that a declared size cannot make one run slow.
+    fuzz_load_image(data + 1, size - 1, b, windows, 1u << 20);
     return 0;
 }
