@@ -117,7 +117,9 @@ static void check_contrast(pcrl_contrast contrast)
         EXPECT_MSG(scale > 0, "%s: no gradient", names[j]);
         for (size_t k = 0; k < pa->n; k += pa->n / 4 + 1) {
             float keep = pa->w[k];
-            const double eps = 2e-3;
+            // conv1's 9 weights a channel feed a batch norm over a small
+            // batch: the loss curves fast in them, so a shorter step there.
+            const double eps = strcmp(pa->name, "conv1.weight") == 0 ? 2e-4 : 2e-3;
             pa->w[k] = keep + (float)eps;
             double up = loss_at(&p, &b);
             pa->w[k] = keep - (float)eps;
