@@ -6,7 +6,7 @@
 //            stem, in_ch, head_layers, head_hidden, proj_dim, classes},
 //            "step", "records", "epoch", "loss", "rng": [7 ints], "task",
 //            "class_names": [...], "optimizer": name, "trained_on", "tensors": count}
-//   records {"name": "layer1.0.conv1.weight", "kind": "param"|"buffer"|"state",
+//   records {"name": "layer1.0.conv1.weight", "kind": "param"|"buffer"|"state"|"extra",
 //            "tensor": f32 (or i64 for num_batches_tracked)}
 //
 // It is written to a temporary, fsynced and renamed (mts_writer), so a crash

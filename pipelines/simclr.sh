@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # simclr.sh: contrastive pretraining from a pack (see medssl-pipelines(7)):
 #   pair-sample --mode simclr | augment | ntxent-step
+# micle.sh and pcrl.sh run it with another pair mode or trainer.
 script=${SCRIPT_NAME:-simclr.sh}
 . "$(dirname "$0")/common.bash"
 mode=${MODE:-simclr}
+trainer=${TRAINER:-ntxent-step}
+# pcrl-step needs each view's reconstruction target and transformation code.
+targets=()
+[ "$trainer" = pcrl-step ] && targets=(--targets)
 
 usage() {
     cat <<USAGE
-usage: $script [options] PACK OUT.ckpt [-- NTXENT-STEP OPTIONS...]
+usage: $script [options] PACK OUT.ckpt [-- ${trainer^^} OPTIONS...]
 Contrastive pretraining ($mode pairs) from PACK into OUT.ckpt:
-  pair-sample --mode $mode | augment | ntxent-step
+  pair-sample --mode $mode | augment ${targets[*]}${targets:+ }| $trainer
 
+  --pairs MODE      simclr (two views of one image) or micle (of two images of
+                    a case; a single-image case gives two views of its image)
+                    (default $mode)
   --epochs E        epochs (default 100)
   --batch N         pairs per step (default 256)
   --size S          augmented image size (default 224)
@@ -21,16 +29,18 @@ Contrastive pretraining ($mode pairs) from PACK into OUT.ckpt:
   --resume          continue OUT.ckpt where it stopped (same options)
   --augment "OPTS"  extra augment options, e.g. "--rotate 15 --vflip-p 0.5"
   --augment-threads N  threads of augment (default 1)
-  --trainer-threads N  threads of ntxent-step (default: every core; augment
+  --trainer-threads N  threads of $trainer (default: every core; augment
                     and pair-sample sleep while the trainer works)
   -h, --help        this text
-Options after -- go to ntxent-step (model, --lr, --tau, --log, ...).
+Options after -- go to $trainer (model, --lr, --tau, --log, ...).
 USAGE
 }
 
 epochs=100 batch=256 size=224 split=train seed=1 init="" resume=0 aug_opts="" aug_threads=1 train_threads=$cores
 while [ $# -gt 0 ]; do
     case $1 in
+        --pairs) mode=$2; shift 2
+                 case $mode in simclr|micle) ;; *) usage_error "--pairs: '$mode' is not simclr or micle" ;; esac ;;
         --epochs) epochs=$2; shift 2 ;;
         --batch) batch=$2; shift 2 ;;
         --size) size=$2; shift 2 ;;
@@ -47,7 +57,7 @@ while [ $# -gt 0 ]; do
         *) break ;;
     esac
 done
-[ $# -ge 2 ] || usage_error "$script [options] PACK OUT.ckpt [-- NTXENT-STEP OPTIONS...]"
+[ $# -ge 2 ] || usage_error "$script [options] PACK OUT.ckpt [-- ${trainer^^} OPTIONS...]"
 pack=$1 out=$2; shift 2
 [ "${1:-}" = "--" ] && shift
 [ -r "$pack" ] || die "$pack: cannot read"
@@ -64,6 +74,6 @@ fi
 
 read -r -a aug_extra <<<"$aug_opts"
 stage_1=(pair-sample -q --mode "$mode" --epochs "$epochs" --seed "$seed" --split "$split" --start "$start" -T 1 "$pack")
-stage_2=(augment --seed $((seed + 1)) --size "$size" -T "$aug_threads" "${aug_extra[@]}")
-stage_3=(ntxent-step --batch "$batch" -T "$train_threads" "${from[@]}" -o "$out" "$@")
-run_stages pair-sample augment ntxent-step
+stage_2=(augment --seed $((seed + 1)) --size "$size" -T "$aug_threads" "${targets[@]}" "${aug_extra[@]}")
+stage_3=("$trainer" --batch "$batch" -T "$train_threads" "${from[@]}" -o "$out" "$@")
+run_stages pair-sample augment "$trainer"
