@@ -73,8 +73,9 @@ int main(int argc, char **argv)
     int monitor_k = KNN_DEFAULT_K;
     double monitor_t = KNN_DEFAULT_T;
     // The monitor's options are left out of the command line that
-    // checkpoints record: a run with them writes the same bytes as one
-    // without (their values, as getopt returns them, find them in argv).
+    // checkpoints record, so that a run with them writes the same bytes as
+    // one without: cli_args_without finds them in argv as given by the
+    // optarg pointers getopt_long returns.
     char **given_argv = xmalloc((size_t)argc * sizeof *given_argv);
     memcpy(given_argv, argv, (size_t)argc * sizeof *argv);
     const char **monitor_args = xmalloc((size_t)argc * sizeof *monitor_args);
@@ -282,8 +283,8 @@ int main(int argc, char **argv)
         loss_avg = isnan(loss_avg) ? loss : 0.98 * loss_avg + 0.02 * loss;
         double dt = now_seconds() - t0, epoch = (double)(step * batch) / pairs_per_epoch;
         // Between steps, when the training forward's activations are no
-        // longer needed; rows of 2n images, the size of the training batch,
-        // so the encoder's buffers do not grow.
+        // longer needed; rows of 2n images, the training batch, so that
+        // images of the training's size need no larger buffers.
         bool measured = mon && (step % monitor_every == 0 || step == length.steps);
         if (measured) {
             double tm = now_seconds();
