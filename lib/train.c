@@ -1,5 +1,6 @@
 #include "train.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,4 +177,173 @@ void train_stream_short(const train_length *t, batch_reader *in, int64_t step)
     warnf(batch_name(in), "warning: the stream ended at step %lld of the schedule's %lld (%lld epoch%s of %lld %s): "
           "the learning rate did not decay to its end", (long long)step, (long long)t->steps,
           (long long)t->epochs, t->epochs == 1 ? "" : "s", (long long)t->per_epoch, t->unit);
+}
+
+// ---- the kNN monitor ------------------------------------------------------------
+
+// The images of one side of the split, (n, C, H, W), and their labels.
+typedef struct {
+    float *x;
+    int *label;
+    int64_t n, cap, cases;
+} monitor_side;
+
+struct train_monitor {
+    int c, h, w, classes;
+    int64_t images, cases;
+    monitor_side bank, query;
+    knn_config knn;
+    float *features;   // (bank.n + query.n, F): the bank's rows first
+    int *pred;         // (query.n)
+};
+
+static void side_add(monitor_side *s, const float *img, size_t plane, int label)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 256;
+        s->x = xrealloc(s->x, (size_t)s->cap * plane * sizeof(float));
+        s->label = xrealloc(s->label, (size_t)s->cap * sizeof(int));
+    }
+    memcpy(s->x + (size_t)s->n * plane, img, plane * sizeof(float));
+    s->label[s->n++] = label;
+}
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;  // FNV-1a
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+// The ordinal of a case id in the order of first appearance, *fresh when
+// it is new (open addressing on ids; `ids` holds them, the table their
+// ordinals + 1).
+typedef struct {
+    char (*ids)[PACK_NAME_MAX];
+    int64_t *slot;
+    int64_t n, nslots;
+} case_table;
+
+static int64_t case_ordinal(case_table *t, const char *id, bool *fresh)
+{
+    if (2 * (t->n + 1) > t->nslots) {
+        int64_t ns = t->nslots ? 2 * t->nslots : 1024;
+        free(t->slot);
+        t->slot = xcalloc((size_t)ns, sizeof *t->slot);
+        t->nslots = ns;
+        t->ids = xrealloc(t->ids, (size_t)ns / 2 * sizeof *t->ids);
+        for (int64_t i = 0; i < t->n; i++) {
+            uint64_t h = hash_str(t->ids[i]) & (uint64_t)(ns - 1);
+            while (t->slot[h])
+                h = (h + 1) & (uint64_t)(ns - 1);
+            t->slot[h] = i + 1;
+        }
+    }
+    uint64_t h = hash_str(id) & (uint64_t)(t->nslots - 1);
+    *fresh = false;
+    for (; t->slot[h]; h = (h + 1) & (uint64_t)(t->nslots - 1))
+        if (strcmp(t->ids[t->slot[h] - 1], id) == 0)
+            return t->slot[h] - 1;
+    *fresh = true;
+    snprintf(t->ids[t->n], PACK_NAME_MAX, "%s", id);
+    t->slot[h] = ++t->n;
+    return t->n - 1;
+}
+
+train_monitor *train_monitor_open(const char *path, int in_ch, int k, double temperature)
+{
+    batch_reader *in = batch_open(path, 1,
+                                  "labeled image records for --monitor (pair-sample --mode single --no-shuffle "
+                                  "--labeled-only | augment --eval)");
+    if (!batch_peek(in))
+        die(batch_name(in), "--monitor: no image records in the stream");
+    train_monitor *mon = xcalloc(1, sizeof *mon);
+    batch_shape(in, &mon->c, &mon->h, &mon->w);
+    const stream_info *si = batch_info(in);
+    if (mon->c != in_ch)
+        die(batch_name(in), "--monitor: %d-channel images; the model takes %d channels", mon->c, in_ch);
+    if (strcmp(si->task, "multilabel") == 0)
+        die(batch_name(in), "--monitor: a multi-label stream; the kNN monitor takes multi-class labels");
+    size_t plane = (size_t)mon->c * mon->h * mon->w;
+    float *img = xaligned_alloc(plane * sizeof(float));
+    record_meta meta;
+    case_table cases = {0};
+    int max_label = -1;
+    while (batch_next(in, 1, img, &meta) == 1) {
+        if (!meta.labeled)
+            die(batch_name(in), "--monitor: image %lld (case '%s') has no label; the kNN monitor needs labeled "
+                "images (pair-sample --labeled-only)", (long long)mon->images, meta.case_id);
+        if (!meta.case_id[0])
+            die(batch_name(in), "--monitor: image %lld has no case; bank and queries are split by case",
+                (long long)mon->images);
+        bool fresh;
+        int64_t ordinal = case_ordinal(&cases, meta.case_id, &fresh);
+        monitor_side *side = ordinal % 5 == 4 ? &mon->query : &mon->bank;
+        side->cases += fresh;
+        side_add(side, img, plane, meta.label);
+        max_label = meta.label > max_label ? meta.label : max_label;
+        mon->images++;
+    }
+    mon->cases = cases.n;
+    if (mon->cases < 5)
+        die(batch_name(in), "--monitor: %lld case%s; the kNN monitor needs at least 5 (every fifth case is a query)",
+            (long long)mon->cases, mon->cases == 1 ? "" : "s");
+    mon->classes = si->nclasses > 0 ? si->nclasses : max_label + 1;
+    mon->knn = (knn_config){.k = k, .temperature = temperature, .classes = mon->classes};
+    free(cases.ids);
+    free(cases.slot);
+    free(img);
+    batch_close(in);
+    return mon;
+}
+
+void train_monitor_describe(const train_monitor *mon, char *buf, size_t len)
+{
+    snprintf(buf, len, "%lld images of %lld cases: bank %lld images (%lld cases), %lld queries (%lld cases), %d classes",
+             (long long)mon->images, (long long)mon->cases, (long long)mon->bank.n, (long long)mon->bank.cases,
+             (long long)mon->query.n, (long long)mon->query.cases, mon->classes);
+}
+
+// Features of one side's images into out (n, F), `rows` images a forward.
+static void side_features(const train_monitor *mon, const monitor_side *s, resnet *enc, int rows, float *out)
+{
+    size_t plane = (size_t)mon->c * mon->h * mon->w, f = (size_t)enc->feature_dim;
+    for (int64_t i = 0; i < s->n; i += rows) {
+        int n = s->n - i < rows ? (int)(s->n - i) : rows;
+        resnet_forward(enc, false, n, mon->h, mon->w, s->x + (size_t)i * plane, out + (size_t)i * f);
+    }
+}
+
+double train_monitor_eval(train_monitor *mon, resnet *enc, int rows)
+{
+    size_t f = (size_t)enc->feature_dim, total = (size_t)(mon->bank.n + mon->query.n);
+    if (!mon->features) {
+        mon->features = xaligned_alloc(total * f * sizeof(float));
+        mon->pred = xmalloc((size_t)mon->query.n * sizeof(int));
+    }
+    float *bank = mon->features, *query = mon->features + (size_t)mon->bank.n * f;
+    side_features(mon, &mon->bank, enc, rows, bank);
+    side_features(mon, &mon->query, enc, rows, query);
+    for (size_t i = 0; i < total * f; i++)
+        if (!isfinite(mon->features[i]))
+            return NAN;
+    knn_normalize(mon->features, total, (int)f);
+    knn_classify(&mon->knn, bank, mon->bank.label, (size_t)mon->bank.n, query, (size_t)mon->query.n, (int)f,
+                 mon->pred, NULL);
+    int64_t correct = 0;
+    for (int64_t i = 0; i < mon->query.n; i++)
+        correct += mon->pred[i] == mon->query.label[i];
+    return (double)correct / (double)mon->query.n;
+}
+
+void train_monitor_free(train_monitor *mon)
+{
+    free(mon->bank.x);
+    free(mon->bank.label);
+    free(mon->query.x);
+    free(mon->query.label);
+    free(mon->features);
+    free(mon->pred);
+    free(mon);
 }

@@ -10,6 +10,7 @@
 
 #include "batch.h"
 #include "ckpt.h"
+#include "knn.h"
 #include "model.h"
 #include "schedule.h"
 
@@ -99,5 +100,31 @@ void train_schedule_done(const train_length *t, batch_reader *in, int64_t consum
 // The stream ended at `step`, before the schedule's last step: a warning,
 // or under --strict-length an error.
 void train_stream_short(const train_length *t, batch_reader *in, int64_t step);
+
+// ---- the kNN monitor (ntxent-step --monitor) ------------------------------------
+//
+// A labeled image stream (one "image" per record with its "case" and a
+// multi-class "label": pair-sample --mode single --no-shuffle --labeled-only
+// | augment --eval) is read once into memory and split by case: the cases
+// are numbered in the order of their first record and every fifth one (the
+// 5th, 10th, ...) is a query case, the others make the bank, so no case is
+// on both sides.  A measurement runs the encoder in eval mode over every
+// image (the running statistics normalise, nothing is updated) and
+// classifies each query's features (n, F) against the bank's with knn.h.
+
+typedef struct train_monitor train_monitor;
+
+// Reads the stream at path and dies naming it when a record is not a
+// labeled image of in_ch channels, the labels are multi-label, or there are
+// fewer than 5 cases (no query).
+train_monitor *train_monitor_open(const char *path, int in_ch, int k, double temperature);
+// "812 images of 400 cases: bank 650 images (320 cases), 162 queries (80 cases), 10 classes"
+void train_monitor_describe(const train_monitor *mon, char *buf, size_t len);
+// The fraction of queries whose predicted class is their label, with the
+// encoder as it is (NaN when a feature is not finite), running `rows`
+// images per forward.  Between training steps only: it overwrites the
+// encoder's activations, which a backward would need, and nothing else.
+double train_monitor_eval(train_monitor *mon, resnet *enc, int rows);
+void train_monitor_free(train_monitor *mon);
 
 #endif
