@@ -347,3 +347,83 @@ void train_monitor_free(train_monitor *mon)
     free(mon->pred);
     free(mon);
 }
+
+void monitor_opts_init(monitor_opts *m, int argc, char **argv)
+{
+    memset(m, 0, sizeof *m);
+    m->k = KNN_DEFAULT_K;
+    m->t = KNN_DEFAULT_T;
+    m->acc = NAN;
+    m->given_argv = xmalloc((size_t)argc * sizeof *m->given_argv);
+    memcpy(m->given_argv, argv, (size_t)argc * sizeof *argv);
+    m->args = xmalloc((size_t)argc * sizeof *m->args);
+}
+
+bool monitor_opts_parse(monitor_opts *m, int opt, const char *arg)
+{
+    switch (opt) {
+    case OPT_MONITOR: m->path = arg; break;
+    case OPT_MONITOR_EVERY: m->every = cli_int("--monitor-every", arg, 1, INT64_MAX); break;
+    case OPT_MONITOR_K: m->k = (int)cli_int("--monitor-k", arg, 1, 1 << 20); break;
+    case OPT_MONITOR_T: m->t = cli_double("--monitor-t", arg, 1e-4, 100); break;
+    default: return false;
+    }
+    // getopt_long's optarg points into argv: cli_args_without finds it there.
+    m->args[m->nargs++] = arg;
+    return true;
+}
+
+char **monitor_opts_args(monitor_opts *m, int argc, int *ck_argc)
+{
+    if (!m->path && m->nargs)
+        die_usage("--monitor-every, --monitor-k and --monitor-t need --monitor IMAGES");
+    if (!m->every)
+        m->every = 50;
+    return cli_args_without(argc, m->given_argv, m->args, m->nargs, ck_argc);
+}
+
+void monitor_start(monitor_opts *m, int in_ch, bool quiet)
+{
+    if (!m->path)
+        return;
+    m->mon = train_monitor_open(m->path, in_ch, m->k, m->t);
+    if (!quiet) {
+        char desc[300];
+        train_monitor_describe(m->mon, desc, sizeof desc);
+        fprintf(stderr, "%s: %s: kNN monitor (k %d, T %g) every %lld steps: %s\n", util_progname(), m->path, m->k,
+                m->t, (long long)m->every, desc);
+    }
+}
+
+bool monitor_after_step(monitor_opts *m, int64_t step, int64_t last, resnet *enc, int rows)
+{
+    if (!m->mon || (step % m->every != 0 && step != last))
+        return false;
+    double t0 = now_seconds();
+    m->acc = train_monitor_eval(m->mon, enc, rows);
+    m->seconds += now_seconds() - t0;
+    m->runs++;
+    m->step = step;
+    return true;
+}
+
+void monitor_progress_text(const monitor_opts *m, char *buf, size_t len)
+{
+    if (m->runs)
+        snprintf(buf, len, " knn-acc %.3f (step %lld)", m->acc, (long long)m->step);
+    else if (len)
+        buf[0] = 0;
+}
+
+void monitor_finish(monitor_opts *m, double run_seconds, bool quiet)
+{
+    if (m->runs && !quiet)
+        fprintf(stderr, "%s: kNN monitor: %lld measurements, %.2f s each, %.1f%% of the run's %.1f s; last knn-acc %.4f\n",
+                util_progname(), (long long)m->runs, m->seconds / (double)m->runs, 100 * m->seconds / run_seconds,
+                run_seconds, m->acc);
+    if (m->mon)
+        train_monitor_free(m->mon);
+    free(m->given_argv);
+    free(m->args);
+    memset(m, 0, sizeof *m);
+}

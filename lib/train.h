@@ -127,4 +127,51 @@ void train_monitor_describe(const train_monitor *mon, char *buf, size_t len);
 double train_monitor_eval(train_monitor *mon, resnet *enc, int rows);
 void train_monitor_free(train_monitor *mon);
 
+// The monitor in a trainer: its options, the command line a checkpoint
+// records (without them: a run with the monitor writes the same bytes as
+// one without), the measurements between steps and the report at the end.
+enum { OPT_MONITOR = 1100, OPT_MONITOR_EVERY, OPT_MONITOR_K, OPT_MONITOR_T };
+
+#define MONITOR_LONGOPTS                                                                         \
+    {"monitor", required_argument, 0, OPT_MONITOR},                                              \
+    {"monitor-every", required_argument, 0, OPT_MONITOR_EVERY},                                  \
+    {"monitor-k", required_argument, 0, OPT_MONITOR_K}, {"monitor-t", required_argument, 0, OPT_MONITOR_T}
+
+#define MONITOR_OPTIONS_HELP                                                                          \
+    "      --monitor IMAGES    kNN accuracy of the encoder's features on labeled images (pair-sample\n" \
+    "                          --mode single --no-shuffle --labeled-only | augment --eval): every\n"   \
+    "                          fifth case a query, the others the bank; logged (knn_acc) and shown\n"  \
+    "      --monitor-every N   measure every N steps and at the last (default 50)\n"                   \
+    "      --monitor-k K       neighbours (default 20)\n"                                              \
+    "      --monitor-t T       vote weight exp(similarity / T) (default 0.07)\n"
+
+typedef struct {
+    const char *path;          // NULL: no monitor
+    int64_t every;
+    int k;
+    double t;
+    const char **args;         // the options' arguments as given, to drop from the recorded command line
+    int nargs;
+    char **given_argv;         // argv as main received it (getopt_long permutes argv)
+    train_monitor *mon;
+    double acc, seconds;       // the last measurement; time spent measuring
+    int64_t runs, step;        // measurements so far; the step of the last
+} monitor_opts;
+
+// Before getopt_long: keeps argv as given.
+void monitor_opts_init(monitor_opts *m, int argc, char **argv);
+// Handles one of MONITOR_LONGOPTS; false for any other option.
+bool monitor_opts_parse(monitor_opts *m, int opt, const char *arg);
+// After the options: a usage error for the monitor's options without
+// --monitor; returns the command line checkpoints record (free it).
+char **monitor_opts_args(monitor_opts *m, int argc, int *ck_argc);
+// Opens the stream (dies on a bad one) and says what it holds unless quiet.
+void monitor_start(monitor_opts *m, int in_ch, bool quiet);
+// After step `step` of `last`: measures when it is due; true when it did.
+bool monitor_after_step(monitor_opts *m, int64_t step, int64_t last, resnet *enc, int rows);
+// " knn-acc 0.545 (step 56)" after the first measurement, else "".
+void monitor_progress_text(const monitor_opts *m, char *buf, size_t len);
+// The cost line at the end (unless quiet), then frees everything.
+void monitor_finish(monitor_opts *m, double run_seconds, bool quiet);
+
 #endif

@@ -44,12 +44,7 @@ static const char usage_text[] =
     "      --resume CKPT       continue a run exactly (feed pair-sample --start STEP x N)\n"
     "      --save-every K      also save every K steps (default 0: at the end only)\n"
     "      --log FILE          per-step TSV: step epoch loss pos_acc lr images_per_s knn_acc\n"
-    "      --monitor IMAGES    kNN accuracy of the encoder's features on labeled images (pair-sample\n"
-    "                          --mode single --no-shuffle --labeled-only | augment --eval): every\n"
-    "                          fifth case a query, the others the bank; logged and shown\n"
-    "      --monitor-every N   measure every N steps and at the last (default 50)\n"
-    "      --monitor-k K       neighbours (default 20)\n"
-    "      --monitor-t T       vote weight exp(similarity / T) (default 0.07)\n"
+    MONITOR_OPTIONS_HELP
     "      --seed S            initial weights (default 0)\n"
     "  -T, --threads N         threads (default: all cores; MEDSSL_THREADS)\n"
     "  -q, --quiet             no progress\n"
@@ -57,8 +52,7 @@ static const char usage_text[] =
     MODEL_OPTIONS_HELP;
 
 enum { OPT_TAU = 2000, OPT_LR, OPT_SCALING, OPT_OPTIM, OPT_MOMENTUM, OPT_WD, OPT_WARMUP, OPT_EPOCHS, OPT_PPE,
-       OPT_INIT, OPT_RESUME, OPT_SAVE_EVERY, OPT_LOG, OPT_SEED, OPT_STRICT_LENGTH, OPT_MONITOR, OPT_MONITOR_EVERY,
-       OPT_MONITOR_K, OPT_MONITOR_T };
+       OPT_INIT, OPT_RESUME, OPT_SAVE_EVERY, OPT_LOG, OPT_SEED, OPT_STRICT_LENGTH };
 
 int main(int argc, char **argv)
 {
@@ -66,20 +60,12 @@ int main(int argc, char **argv)
     common_opts co = {0};
     model_opts mo;
     model_opts_init(&mo);
-    const char *output = NULL, *init = NULL, *resume = NULL, *log_path = NULL, *monitor_path = NULL;
+    const char *output = NULL, *init = NULL, *resume = NULL, *log_path = NULL;
     int batch = 256;
     double tau = 0.1, base_lr = 0.3, momentum = 0.9, weight_decay = 1e-6, warmup_epochs = 0;
-    int64_t epochs = 0, pairs_per_epoch = 0, save_every = 0, monitor_every = 0;
-    int monitor_k = KNN_DEFAULT_K;
-    double monitor_t = KNN_DEFAULT_T;
-    // The monitor's options are left out of the command line that
-    // checkpoints record, so that a run with them writes the same bytes as
-    // one without: cli_args_without finds them in argv as given by the
-    // optarg pointers getopt_long returns.
-    char **given_argv = xmalloc((size_t)argc * sizeof *given_argv);
-    memcpy(given_argv, argv, (size_t)argc * sizeof *argv);
-    const char **monitor_args = xmalloc((size_t)argc * sizeof *monitor_args);
-    int nmonitor_args = 0;
+    int64_t epochs = 0, pairs_per_epoch = 0, save_every = 0;
+    monitor_opts mon;
+    monitor_opts_init(&mon, argc, argv);
     uint64_t seed = 0;
     bool warmup_given = false, strict_length = false;
     lr_scaling scaling = LR_SCALING_LINEAR;
@@ -93,12 +79,12 @@ int main(int argc, char **argv)
         {"pairs-per-epoch", required_argument, 0, OPT_PPE}, {"init", required_argument, 0, OPT_INIT},
         {"resume", required_argument, 0, OPT_RESUME}, {"save-every", required_argument, 0, OPT_SAVE_EVERY},
         {"log", required_argument, 0, OPT_LOG}, {"seed", required_argument, 0, OPT_SEED},
-        {"strict-length", no_argument, 0, OPT_STRICT_LENGTH}, {"monitor", required_argument, 0, OPT_MONITOR},
-        {"monitor-every", required_argument, 0, OPT_MONITOR_EVERY}, {"monitor-k", required_argument, 0, OPT_MONITOR_K},
-        {"monitor-t", required_argument, 0, OPT_MONITOR_T}, COMMON_LONGOPTS, MODEL_LONGOPTS, {0, 0, 0, 0}};
+        {"strict-length", no_argument, 0, OPT_STRICT_LENGTH}, MONITOR_LONGOPTS, COMMON_LONGOPTS, MODEL_LONGOPTS,
+        {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "o:b:" COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        if (model_opts_parse(&mo, opt, optarg) || common_opts_parse(&co, opt, optarg, usage_text))
+        if (model_opts_parse(&mo, opt, optarg) || monitor_opts_parse(&mon, opt, optarg) ||
+            common_opts_parse(&co, opt, optarg, usage_text))
             continue;
         switch (opt) {
         case 'o': output = optarg; break;
@@ -127,14 +113,8 @@ int main(int argc, char **argv)
         case OPT_LOG: log_path = optarg; break;
         case OPT_SEED: seed = (uint64_t)cli_int("--seed", optarg, 0, INT64_MAX); break;
         case OPT_STRICT_LENGTH: strict_length = true; break;
-        case OPT_MONITOR: monitor_path = optarg; break;
-        case OPT_MONITOR_EVERY: monitor_every = cli_int("--monitor-every", optarg, 1, INT64_MAX); break;
-        case OPT_MONITOR_K: monitor_k = (int)cli_int("--monitor-k", optarg, 1, 1 << 20); break;
-        case OPT_MONITOR_T: monitor_t = cli_double("--monitor-t", optarg, 1e-4, 100); break;
         default: die_usage("unknown option");
         }
-        if (opt >= OPT_MONITOR && opt <= OPT_MONITOR_T)
-            monitor_args[nmonitor_args++] = optarg;
     }
     if (!output)
         die_usage("no output: name the checkpoint with -o");
@@ -142,12 +122,8 @@ int main(int argc, char **argv)
         die_usage("at most one input stream");
     if (init && resume)
         die_usage("--init and --resume exclude each other (--resume continues a run, --init starts one)");
-    if (!monitor_path && nmonitor_args)
-        die_usage("--monitor-every, --monitor-k and --monitor-t need --monitor IMAGES");
-    if (!monitor_every)
-        monitor_every = 50;
     int ck_argc;
-    char **ck_argv = cli_args_without(argc, given_argv, monitor_args, nmonitor_args, &ck_argc);
+    char **ck_argv = monitor_opts_args(&mon, argc, &ck_argc);
     check_writable(output);
     blas_init(co.threads);
 
@@ -209,9 +185,6 @@ int main(int argc, char **argv)
                     same_head ? " and the projection head" : " (the head is new: its shape differs)");
     }
     ckpt_info_free(&info);
-    // Read and checked before the first step: a bad stream stops the run
-    // before it trains.
-    train_monitor *mon = monitor_path ? train_monitor_open(monitor_path, cfg.encoder.in_ch, monitor_k, monitor_t) : NULL;
 
     // SimCLR's 10 warm-up epochs are a tenth of its shortest schedule.
     if (!warmup_given)
@@ -219,6 +192,9 @@ int main(int argc, char **argv)
     lr_schedule sched = lr_schedule_simclr(base_lr, scaling, batch, pairs_per_epoch, epochs, warmup_epochs);
     train_check_warmup(&length, &sched, warmup_epochs, warmup_given);
     FILE *log = NULL;
+    // Read and checked before the log is opened and the first step: a bad
+    // stream stops the run before it writes anything.
+    monitor_start(&mon, cfg.encoder.in_ch, co.quiet);
     if (log_path) {
         log = fopen(log_path, resume ? "a" : "w");
         if (!log)
@@ -232,12 +208,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "ntxent-step: %s, %zu parameters; %s; batch %d, %lld steps (%lld of warm-up), peak lr %g, "
                 "tau %g\n", desc, param_count(&m.params), blas_description(), batch, (long long)length.steps,
                 (long long)sched.warmup_steps, sched.peak_lr, tau);
-        if (mon) {
-            char mdesc[300];
-            train_monitor_describe(mon, mdesc, sizeof mdesc);
-            fprintf(stderr, "ntxent-step: %s: kNN monitor (k %d, T %g) every %lld steps: %s\n", monitor_path,
-                    monitor_k, monitor_t, (long long)monitor_every, mdesc);
-        }
     }
 
     size_t plane = (size_t)c * h * w;
@@ -251,8 +221,6 @@ int main(int argc, char **argv)
     double t_start = now_seconds(), loss_avg = NAN;
     int64_t first_step = step;
     float last_loss = NAN;
-    double knn_acc = NAN, monitor_seconds = 0;
-    int64_t monitor_runs = 0, knn_step = 0;
     ckpt_info save = {.loss = NAN};
     snprintf(save.trained_on, sizeof save.trained_on, "%s", si->trained_on);
     bool schedule_done = false;
@@ -285,18 +253,11 @@ int main(int argc, char **argv)
         // Between steps, when the training forward's activations are no
         // longer needed; rows of 2n images, the training batch, so that
         // images of the training's size need no larger buffers.
-        bool measured = mon && (step % monitor_every == 0 || step == length.steps);
-        if (measured) {
-            double tm = now_seconds();
-            knn_acc = train_monitor_eval(mon, &m.enc, 2 * n);
-            monitor_seconds += now_seconds() - tm;
-            monitor_runs++;
-            knn_step = step;
-        }
+        bool measured = monitor_after_step(&mon, step, length.steps, &m.enc, 2 * n);
         if (log) {
             char knn_col[32] = "";
             if (measured)
-                snprintf(knn_col, sizeof knn_col, "%.4f", knn_acc);
+                snprintf(knn_col, sizeof knn_col, "%.4f", mon.acc);
             fprintf(log, "%lld\t%.4f\t%.6f\t%.4f\t%.6g\t%.1f\t%s\n", (long long)step, epoch, loss,
                     (double)correct / (2 * n), lr, 2 * n / dt, knn_col);
             // A full disk must stop the run, not leave a log that ends early.
@@ -305,9 +266,8 @@ int main(int argc, char **argv)
         }
         if (!co.quiet) {
             double el = now_seconds() - t_start, per = el / (double)(step - first_step);
-            char knn_text[48] = "";
-            if (monitor_runs)
-                snprintf(knn_text, sizeof knn_text, " knn-acc %.3f (step %lld)", knn_acc, (long long)knn_step);
+            char knn_text[48];
+            monitor_progress_text(&mon, knn_text, sizeof knn_text);
             progress_update(&prog, "step %lld/%lld epoch %.2f loss %.4f (avg %.4f) pos-acc %.3f%s lr %.4g %.1f img/s %.0f s left",
                             (long long)step, (long long)length.steps, epoch, loss, loss_avg,
                             (double)correct / (2 * n), knn_text, lr, 2 * n / dt, per * (double)(length.steps - step));
@@ -347,17 +307,10 @@ int main(int argc, char **argv)
                     (long long)(step - first_step), last_loss,
                     2.0 * batch * (double)(step - first_step) / (now_seconds() - t_start), output);
     }
-    if (mon && monitor_runs && !co.quiet)
-        fprintf(stderr, "ntxent-step: kNN monitor: %lld measurements, %.2f s each, %.1f%% of the run's %.1f s; "
-                "last knn-acc %.4f\n", (long long)monitor_runs, monitor_seconds / (double)monitor_runs,
-                100 * monitor_seconds / (now_seconds() - t_start), now_seconds() - t_start, knn_acc);
+    monitor_finish(&mon, now_seconds() - t_start, co.quiet);
     if (log && fclose(log) != 0)
         die(log_path, "write error: %s", strerror(errno));
-    if (mon)
-        train_monitor_free(mon);
     free(ck_argv);
-    free(given_argv);
-    free(monitor_args);
     free(x);
     free(dz);
     optim_free(o);

@@ -49,7 +49,8 @@ static const char usage_text[] =
     "      --resume CKPT       continue a run exactly (feed pair-sample --start STEP x N)\n"
     "      --save-every K      also save every K steps (default 0: at the end only)\n"
     "      --log FILE          per-step TSV: step epoch loss contrast recon_ordinary recon_momentum\n"
-    "                          recon_hybrid alpha pos_acc lr images_per_s\n"
+    "                          recon_hybrid alpha pos_acc lr images_per_s knn_acc\n"
+    MONITOR_OPTIONS_HELP
     "      --seed S            initial weights, queue and mixing draws (default 0)\n"
     "  -T, --threads N         threads (default: all cores; MEDSSL_THREADS)\n"
     "  -q, --quiet             no progress\n"
@@ -74,6 +75,8 @@ int main(int argc, char **argv)
     int batch = 256;
     double base_lr = 0.03, momentum = 0.9, weight_decay = 1e-4, warmup_epochs = 0;
     int64_t epochs = 0, pairs_per_epoch = 0, save_every = 0;
+    monitor_opts mon;
+    monitor_opts_init(&mon, argc, argv);
     uint64_t seed = 0;
     bool strict_length = false, warmup_given = false;
     lr_scaling scaling = LR_SCALING_LINEAR;
@@ -89,10 +92,12 @@ int main(int argc, char **argv)
         {"pairs-per-epoch", required_argument, 0, OPT_PPE}, {"init", required_argument, 0, OPT_INIT},
         {"resume", required_argument, 0, OPT_RESUME}, {"save-every", required_argument, 0, OPT_SAVE_EVERY},
         {"log", required_argument, 0, OPT_LOG}, {"seed", required_argument, 0, OPT_SEED},
-        {"strict-length", no_argument, 0, OPT_STRICT_LENGTH}, COMMON_LONGOPTS, MODEL_LONGOPTS, {0, 0, 0, 0}};
+        {"strict-length", no_argument, 0, OPT_STRICT_LENGTH}, MONITOR_LONGOPTS, COMMON_LONGOPTS, MODEL_LONGOPTS,
+        {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "o:b:" COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        if (model_opts_parse(&mo, opt, optarg) || common_opts_parse(&co, opt, optarg, usage_text))
+        if (model_opts_parse(&mo, opt, optarg) || monitor_opts_parse(&mon, opt, optarg) ||
+            common_opts_parse(&co, opt, optarg, usage_text))
             continue;
         switch (opt) {
         case 'o': output = optarg; break;
@@ -137,6 +142,8 @@ int main(int argc, char **argv)
         die_usage("at most one input stream");
     if (init && resume)
         die_usage("--init and --resume exclude each other (--resume continues a run, --init starts one)");
+    int ck_argc;
+    char **ck_argv = monitor_opts_args(&mon, argc, &ck_argc);
     check_writable(output);
     blas_init(co.threads);
 
@@ -213,6 +220,8 @@ int main(int argc, char **argv)
 
     lr_schedule sched = lr_schedule_simclr(base_lr, scaling, batch, pairs_per_epoch, epochs, warmup_epochs);
     train_check_warmup(&length, &sched, warmup_epochs, warmup_given);
+    // Read and checked before the log is opened and the first step.
+    monitor_start(&mon, cfg.encoder.in_ch, co.quiet);
     FILE *log = NULL;
     if (log_path) {
         log = fopen(log_path, resume ? "a" : "w");
@@ -220,7 +229,7 @@ int main(int argc, char **argv)
             die(log_path, "cannot open: %s", strerror(errno));
         if (!resume)
             fprintf(log, "step\tepoch\tloss\tcontrast\trecon_ordinary\trecon_momentum\trecon_hybrid\talpha\tpos_acc\t"
-                         "lr\timages_per_s\n");
+                         "lr\timages_per_s\tknn_acc\n");
     }
     if (!co.quiet) {
         char desc[200];
@@ -273,18 +282,26 @@ int main(int argc, char **argv)
         loss_avg = isnan(loss_avg) ? l.loss : 0.98 * loss_avg + 0.02 * l.loss;
         double dt = now_seconds() - t0, epoch = (double)(step * batch) / pairs_per_epoch,
                pos_acc = (double)l.correct / l.anchors;
+        // Between steps; the student's batch of rows, so that its buffers suffice.
+        bool measured = monitor_after_step(&mon, step, length.steps, &p.student.enc, l.anchors);
         if (log) {
-            fprintf(log, "%lld\t%.4f\t%.6f\t%.6f\t%.6f\t%.6f\t%.6f\t%.4f\t%.4f\t%.6g\t%.1f\n", (long long)step, epoch,
-                    l.loss, l.contrast, l.recon[0], l.recon[1], l.recon[2], l.alpha, pos_acc, lr, 2 * n / dt);
+            char knn_col[32] = "";
+            if (measured)
+                snprintf(knn_col, sizeof knn_col, "%.4f", mon.acc);
+            fprintf(log, "%lld\t%.4f\t%.6f\t%.6f\t%.6f\t%.6f\t%.6f\t%.4f\t%.4f\t%.6g\t%.1f\t%s\n", (long long)step,
+                    epoch, l.loss, l.contrast, l.recon[0], l.recon[1], l.recon[2], l.alpha, pos_acc, lr, 2 * n / dt,
+                    knn_col);
             if (fflush(log) != 0 || ferror(log))
                 die(log_path, "write error: %s", strerror(errno));
         }
         if (!co.quiet) {
             double el = now_seconds() - t_start, per = el / (double)(step - first_step);
+            char knn_text[48];
+            monitor_progress_text(&mon, knn_text, sizeof knn_text);
             progress_update(&prog, "step %lld/%lld epoch %.2f loss %.4f (avg %.4f) contrast %.3f recon %.4f pos-acc "
-                            "%.3f lr %.4g %.1f img/s %.0f s left", (long long)step, (long long)length.steps, epoch,
-                            l.loss, loss_avg, l.contrast, (l.recon[0] + l.recon[1] + l.recon[2]) / 3, pos_acc, lr,
-                            2 * n / dt, per * (double)(length.steps - step));
+                            "%.3f%s lr %.4g %.1f img/s %.0f s left", (long long)step, (long long)length.steps, epoch,
+                            l.loss, loss_avg, l.contrast, (l.recon[0] + l.recon[1] + l.recon[2]) / 3, pos_acc,
+                            knn_text, lr, 2 * n / dt, per * (double)(length.steps - step));
         }
         save.step = step;
         save.records = step * batch;
@@ -294,13 +311,13 @@ int main(int argc, char **argv)
         if (stop)
             break;
         if (save_every && step % save_every == 0)
-            ckpt_save_extra(output, &p.student, o, &extra, &save, "pcrl-step", argc, argv);
+            ckpt_save_extra(output, &p.student, o, &extra, &save, "pcrl-step", ck_argc, ck_argv);
     }
     if (!co.quiet)
         progress_done(&prog);
     if (stop) {
         if (step > first_step)
-            ckpt_save_extra(output, &p.student, o, &extra, &save, "pcrl-step", argc, argv);
+            ckpt_save_extra(output, &p.student, o, &extra, &save, "pcrl-step", ck_argc, ck_argv);
         if (!co.quiet)
             fprintf(stderr, "pcrl-step: %s at step %lld: %s%s\n", stop == SIGINT ? "interrupted" : "terminated",
                     (long long)step, step > first_step ? "checkpoint saved to " : "no step taken, nothing saved",
@@ -314,14 +331,16 @@ int main(int argc, char **argv)
         save.records = step * batch;
         save.epoch = step * batch / pairs_per_epoch;
         rng_save(&p.alpha_rng, save.rng);
-        ckpt_save_extra(output, &p.student, o, &extra, &save, "pcrl-step", argc, argv);
+        ckpt_save_extra(output, &p.student, o, &extra, &save, "pcrl-step", ck_argc, ck_argv);
         if (!co.quiet)
             fprintf(stderr, "pcrl-step: %lld steps, final loss %.4f, %.1f images/s; saved %s\n",
                     (long long)(step - first_step), last_loss,
                     2.0 * batch * (double)(step - first_step) / (now_seconds() - t_start), output);
     }
+    monitor_finish(&mon, now_seconds() - t_start, co.quiet);
     if (log && fclose(log) != 0)
         die(log_path, "write error: %s", strerror(errno));
+    free(ck_argv);
     free(x);
     free(targets);
     free(codes);

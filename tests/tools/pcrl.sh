@@ -17,7 +17,7 @@ pairs() { # MODE EPOCHS START
 }
 
 pairs simclr 6 0 | pcrl-step -q "${model[@]}" "${train[@]}" --log log.tsv -o pre.ckpt
-head -1 log.tsv | grep -q $'^step\tepoch\tloss\tcontrast\trecon_ordinary\trecon_momentum\trecon_hybrid\talpha\tpos_acc\tlr\timages_per_s$' \
+head -1 log.tsv | grep -q $'^step\tepoch\tloss\tcontrast\trecon_ordinary\trecon_momentum\trecon_hybrid\talpha\tpos_acc\tlr\timages_per_s\tknn_acc$' \
     && pass "the log names every loss term" || fail "log header" "$(head -1 log.tsv)"
 rows=$(($(wc -l < log.tsv) - 1))
 [ "$rows" -eq 36 ] && pass "6 epochs of 192 pairs at batch 32: 36 steps" || fail "steps" "$rows rows"
@@ -68,6 +68,14 @@ pairs simclr 1 0 > one.mts
 pcrl-step -q "${model[@]}" "${train[@]}" -T 1 -o t1.ckpt one.mts
 pcrl-step -q "${model[@]}" "${train[@]}" -T 2 -o t2.ckpt one.mts
 same "the same bytes on 1 and 2 threads" <(mts cat --no-headers -z 0 t1.ckpt) <(mts cat --no-headers -z 0 t2.ckpt)
+
+# The kNN monitor: measured every 4 steps, the checkpoint's bytes unchanged.
+pair-sample -q -m single --no-shuffle --labeled-only p.pack | augment -q --eval --size 16 > labeled.mts
+pcrl-step -q "${model[@]}" "${train[@]}" --monitor labeled.mts --monitor-every 4 --log mon.tsv -o tm.ckpt one.mts
+same "the same checkpoint with and without --monitor" <(mts cat --no-headers -z 0 t2.ckpt) <(mts cat --no-headers -z 0 tm.ckpt)
+awk -F'\t' 'NR > 1 && $1 % 4 == 0 { if ($12 == "" || $12 < 0 || $12 > 1) bad = 1; m++ }
+    NR > 1 && $1 % 4 != 0 && $1 != 6 && $12 != "" { bad = 1 } END { exit bad || m == 0 }' mon.tsv \
+    && pass "knn_acc in [0, 1] every 4 steps and at the last" || fail "knn_acc" "$(cut -f1,12 mon.tsv | tr '\n' ' ')"
 
 # MICLe pairs: two images of a case, each with its own target.
 pairs micle 1 0 | pcrl-step -q "${model[@]}" "${train[@]}" --log micle.tsv -o micle.ckpt \
