@@ -493,6 +493,8 @@ bool ckpt_load_extra(const char *path, model *m, optimizer *o, const ckpt_extra 
         for (int i = 0; i < count && !e; i++)
             if (strcmp(ts[i].name, name) == 0)
                 e = &ts[i];
+        if (!e && part == CKPT_EXTRA && (parts & CKPT_EXTRA_SUBSET))
+            continue;
         if (!e) {
             snprintf(err, errlen, "%s: the checkpoint has it, this model does not (a different %s?)", name,
                      part == CKPT_STATE ? "optimiser" : part == CKPT_HEAD ? "projection head" :

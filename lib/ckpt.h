@@ -72,6 +72,10 @@ enum {
     // model, conv1's weight summed over its input channels (as timm does).
     CKPT_GREY = 16,
     CKPT_EXTRA = 32,    // a trainer's own tensors beside the model (ckpt_extra)
+    // With CKPT_EXTRA: the file's extras that the list does not name are
+    // skipped (the decoder of a PCRL checkpoint without its teacher and
+    // queue); the list's must all be there still.
+    CKPT_EXTRA_SUBSET = 64,
 };
 
 // Copies the chosen parts into m (and o), which must have the same shapes

@@ -262,15 +262,30 @@ void pcrl_step(pcrl *p, int n, int h, int w, const float *x, const float *target
 
 void pcrl_update_teacher(pcrl *p) { param_ema_update(&p->teacher.params, &p->student.params, p->cfg.ema); }
 
+void pcrl_decoder_tensors(unet_decoder *d, ckpt_extra *x)
+{
+    ckpt_extra_params(x, &d->params, "");
+    for (int i = 0; i < d->nbn; i++)
+        ckpt_extra_bn(x, d->bns[i], d->bn_names[i]);
+}
+
 void pcrl_checkpoint_tensors(pcrl *p, ckpt_extra *x)
 {
-    ckpt_extra_params(x, &p->decoder.params, "");
-    for (int i = 0; i < p->decoder.nbn; i++)
-        ckpt_extra_bn(x, p->decoder.bns[i], p->decoder.bn_names[i]);
+    pcrl_decoder_tensors(&p->decoder, x);
     ckpt_extra_model(x, &p->teacher, "momentum.");
     if (p->queue) {
         int64_t shape[2] = {p->cfg.queue, p->student.cfg.proj_dim};
         ckpt_extra_add(x, "queue.keys", MTS_F32, 2, shape, p->queue);
         ckpt_extra_add(x, "queue.position", MTS_I64, 0, shape, &p->queue_pos);
     }
+}
+
+void pcrl_reconstruct(model *student, unet_decoder *d, int n, int h, int w, const float *x, const float *codes)
+{
+    model_forward(student, false, n, h, w, x);
+    const resnet *enc = &student->enc;
+    unet_forward(d, false, n, h, w, resnet_stage_output(enc, 4),
+                 (const float *const[4]){resnet_stage_output(enc, 3), resnet_stage_output(enc, 2),
+                                         resnet_stage_output(enc, 1), resnet_stage_output(enc, 0)},
+                 codes);
 }

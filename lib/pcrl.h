@@ -116,5 +116,14 @@ void pcrl_update_teacher(pcrl *p);
 // The tensors a checkpoint keeps beside the student (decoder, teacher,
 // queue and its position), for ckpt_save_extra / ckpt_load_extra.
 void pcrl_checkpoint_tensors(pcrl *p, ckpt_extra *x);
+// The decoder's alone ("decoder.*": parameters and batch-norm statistics),
+// to load a trained decoder with CKPT_EXTRA | CKPT_EXTRA_SUBSET.
+void pcrl_decoder_tensors(unet_decoder *d, ckpt_extra *x);
+
+// What a trained decoder makes of images: the student's encoder and the
+// decoder in eval mode (running statistics, nothing updated) on x (n, C, h,
+// w), each image gated by its code (n, 6); the reconstructions in
+// d->output (n, C, h, w), in [0, 1].
+void pcrl_reconstruct(model *student, unet_decoder *d, int n, int h, int w, const float *x, const float *codes);
 
 #endif

@@ -44,6 +44,14 @@ pair-sample -q -m single -e 4 --seed 2 p.pack | augment -q --seed 3 --size 16 \
 embed -q --ckpt pre.ckpt test.mts > feats.mts && mts count feats.mts | grep -Eq ' [1-9][0-9]* records' \
     && pass "embed takes a PCRL checkpoint" || fail "embed"
 check "ckpt export takes its encoder" ckpt export -o enc.safetensors pre.ckpt
+# The decoder's contact sheet: 5 records a row each, 6 tiles of 16 with 2-pixel gaps.
+pair-sample -q -m simclr --split test p.pack | mts cat --take 5 | augment -q --targets --seed 3 --size 16 > test-pairs.mts
+ckpt reconstruct --rows 5 -o sheet.png pre.ckpt test-pairs.mts \
+    && size=$(od -An -tu1 -j16 -N8 sheet.png | awk '{ print $1 * 16777216 + $2 * 65536 + $3 * 256 + $4 "x" $5 * 16777216 + $6 * 65536 + $7 * 256 + $8 }') \
+    && [ "$size" = 106x88 ] && pass "ckpt reconstruct draws the decoder's sheet (106x88)" \
+    || fail "ckpt reconstruct" "size '${size:-}'"
+check_fails "ckpt reconstruct needs a decoder" 1 "decoder.* \(a checkpoint of pcrl-step has a decoder\)" \
+    ckpt reconstruct -o sheet2.png ft.ckpt test-pairs.mts
 
 # --resume: 12 steps at once, or 4, a stop, and 8 more, give the same bytes.
 for contrast in moco ntxent; do
