@@ -1,6 +1,7 @@
 #include "train.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -426,4 +427,100 @@ void monitor_finish(monitor_opts *m, double run_seconds, bool quiet)
     free(m->given_argv);
     free(m->args);
     memset(m, 0, sizeof *m);
+}
+
+train_length train_pair_schedule(batch_reader *in, int64_t per_epoch, int64_t epochs, int batch, bool strict)
+{
+    const stream_info *si = batch_info(in);
+    if (!per_epoch)
+        per_epoch = si->pairs_per_epoch;
+    if (!epochs)
+        epochs = si->epochs;
+    if (!per_epoch || !epochs)
+        die(batch_name(in), "the stream header gives no pairs_per_epoch/epochs: give --pairs-per-epoch and --epochs");
+    train_length t = {.unit = "pairs", .per_epoch = per_epoch, .epochs = epochs, .steps = per_epoch * epochs / batch,
+                      .strict = strict};
+    train_check_length(&t, in);
+    return t;
+}
+
+void train_check_resumable(const char *path, const ckpt_info *info, optim_kind kind)
+{
+    if (!info->optimizer[0])
+        die(path, "no optimiser state in it (a safetensors file, or a fine-tuned model): --resume continues "
+            "a run of %s, --init starts one from these weights", util_progname());
+    if (strcmp(info->optimizer, optim_kind_name(kind)) != 0)
+        die(path, "saved with optimizer '%s', this run uses '%s'", info->optimizer, optim_kind_name(kind));
+}
+
+void train_check_start(batch_reader *in, int64_t step, int batch)
+{
+    int64_t start = batch_info(in)->start, at = step * batch;
+    if (start != at)
+        die(batch_name(in), "the stream starts at pair %lld, the checkpoint is at pair %lld (step %lld x batch %d): "
+            "run pair-sample --start %lld", (long long)start, (long long)at, (long long)step, batch, (long long)at);
+}
+
+bool train_same_head(const model_config *ckpt, const model_config *built)
+{
+    return ckpt->head_layers == built->head_layers && ckpt->proj_dim == built->proj_dim &&
+           ckpt->head_hidden == built->head_hidden;
+}
+
+void train_report_stop(int signal, int64_t step, bool saved, const char *output)
+{
+    fprintf(stderr, "%s: %s at step %lld: %s%s\n", util_progname(), signal == SIGINT ? "interrupted" : "terminated",
+            (long long)step, saved ? "checkpoint saved to " : "no step taken, nothing saved", saved ? output : "");
+}
+
+bool pretrain_opts_parse(pretrain_opts *o, int opt, const char *arg)
+{
+    switch (opt) {
+    case 'o': o->output = arg; break;
+    case 'b': o->batch = (int)cli_int("--batch", arg, 2, 1 << 16); break;
+    case OPT_PT_LR: o->lr = cli_double("--lr", arg, 0, 1e4); break;
+    case OPT_PT_SCALING:
+        if (!lr_scaling_parse(arg, &o->scaling))
+            die_usage("--lr-scaling: '%s' is not linear or sqrt", arg);
+        break;
+    case OPT_PT_OPTIM:
+        if (!optim_kind_parse(arg, &o->optimizer))
+            die_usage("--optimizer: '%s' is not lars, sgd or adamw", arg);
+        break;
+    case OPT_PT_MOMENTUM: o->momentum = cli_double("--momentum", arg, 0, 1); break;
+    case OPT_PT_WD: o->weight_decay = cli_double("--weight-decay", arg, 0, 1); break;
+    case OPT_PT_WARMUP:
+        o->warmup_epochs = cli_double("--warmup-epochs", arg, 0, 1e6);
+        o->warmup_given = true;
+        break;
+    case OPT_PT_EPOCHS: o->epochs = cli_int("--epochs", arg, 1, 1 << 30); break;
+    case OPT_PT_PPE: o->pairs_per_epoch = cli_int("--pairs-per-epoch", arg, 1, INT64_MAX / 2); break;
+    case OPT_PT_INIT: o->init = arg; break;
+    case OPT_PT_RESUME: o->resume = arg; break;
+    case OPT_PT_SAVE_EVERY: o->save_every = cli_int("--save-every", arg, 0, INT64_MAX); break;
+    case OPT_PT_LOG: o->log_path = arg; break;
+    case OPT_PT_SEED: o->seed = (uint64_t)cli_int("--seed", arg, 0, INT64_MAX); break;
+    case OPT_PT_STRICT_LENGTH: o->strict_length = true; break;
+    default: return false;
+    }
+    return true;
+}
+
+void pretrain_opts_check(const pretrain_opts *o, int inputs)
+{
+    if (!o->output)
+        die_usage("no output: name the checkpoint with -o");
+    if (inputs > 1)
+        die_usage("at most one input stream");
+    if (o->init && o->resume)
+        die_usage("--init and --resume exclude each other (--resume continues a run, --init starts one)");
+}
+
+optim_config pretrain_optim_config(const pretrain_opts *o)
+{
+    optim_config oc = optim_defaults(o->optimizer);
+    if (o->optimizer != OPTIM_ADAMW)
+        oc.momentum = o->momentum;
+    oc.weight_decay = o->weight_decay;
+    return oc;
 }

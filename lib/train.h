@@ -12,6 +12,7 @@
 #include "ckpt.h"
 #include "knn.h"
 #include "model.h"
+#include "optim.h"
 #include "schedule.h"
 
 enum {
@@ -68,6 +69,44 @@ bool model_opts_given(const model_opts *o, int opt);
 model_config model_opts_resolve(const model_opts *o, const model_config *ckpt_cfg, const char *ckpt_path,
                                 int stream_channels);
 
+// ---- the options of a pretraining trainer (ntxent-step, pcrl-step) -------------
+
+enum {
+    OPT_PT_LR = 1200, OPT_PT_SCALING, OPT_PT_OPTIM, OPT_PT_MOMENTUM, OPT_PT_WD, OPT_PT_WARMUP, OPT_PT_EPOCHS, OPT_PT_PPE, OPT_PT_INIT,
+    OPT_PT_RESUME, OPT_PT_SAVE_EVERY, OPT_PT_LOG, OPT_PT_SEED, OPT_PT_STRICT_LENGTH,
+};
+
+#define PRETRAIN_SHORTOPTS "o:b:"
+#define PRETRAIN_LONGOPTS                                                                              \
+    {"output", required_argument, 0, 'o'}, {"batch", required_argument, 0, 'b'},                       \
+    {"lr", required_argument, 0, OPT_PT_LR}, {"lr-scaling", required_argument, 0, OPT_PT_SCALING},          \
+    {"optimizer", required_argument, 0, OPT_PT_OPTIM}, {"momentum", required_argument, 0, OPT_PT_MOMENTUM},  \
+    {"weight-decay", required_argument, 0, OPT_PT_WD}, {"warmup-epochs", required_argument, 0, OPT_PT_WARMUP}, \
+    {"epochs", required_argument, 0, OPT_PT_EPOCHS}, {"pairs-per-epoch", required_argument, 0, OPT_PT_PPE},   \
+    {"init", required_argument, 0, OPT_PT_INIT}, {"resume", required_argument, 0, OPT_PT_RESUME},           \
+    {"save-every", required_argument, 0, OPT_PT_SAVE_EVERY}, {"log", required_argument, 0, OPT_PT_LOG},     \
+    {"seed", required_argument, 0, OPT_PT_SEED}, {"strict-length", no_argument, 0, OPT_PT_STRICT_LENGTH}
+
+typedef struct {
+    const char *output, *init, *resume, *log_path;
+    int batch;
+    double lr, momentum, weight_decay, warmup_epochs;
+    bool warmup_given, strict_length;
+    int64_t epochs, pairs_per_epoch, save_every;   // 0: the stream header's, none
+    uint64_t seed;
+    lr_scaling scaling;
+    optim_kind optimizer;
+} pretrain_opts;
+
+// Handles one of PRETRAIN_LONGOPTS (the tool sets its defaults first);
+// false for any other option.
+bool pretrain_opts_parse(pretrain_opts *o, int opt, const char *arg);
+// After the options: usage errors for no -o, several inputs (argc -
+// optind > 1), --init with --resume.
+void pretrain_opts_check(const pretrain_opts *o, int inputs);
+// The optimiser these options ask for (AdamW keeps its own betas).
+optim_config pretrain_optim_config(const pretrain_opts *o);
+
 // ---- the schedule against the stream ------------------------------------------
 //
 // A trainer runs its schedule (epochs x records per epoch, from the stream
@@ -87,6 +126,25 @@ typedef struct {
 // would rise to the end and never decay.  `given`: warmup_epochs came from
 // --warmup-epochs (else it is the tool's default).
 void train_check_warmup(const train_length *t, const lr_schedule *s, double warmup_epochs, bool given);
+// A pair trainer's schedule: records per epoch and epochs from the options
+// when given (non-zero), else from the stream header (dies when neither
+// gives them); every full batch of the schedule's records is a step
+// (SimCLR's total_steps is one more: its rate at the last step is never
+// used).  Checks --strict-length (train_check_length).
+train_length train_pair_schedule(batch_reader *in, int64_t per_epoch, int64_t epochs, int batch, bool strict);
+// --resume, before loading: the checkpoint holds optimiser state of this
+// kind (not a safetensors file or a fine-tuned model).
+void train_check_resumable(const char *path, const ckpt_info *info, optim_kind kind);
+// --resume, after loading: the stream starts at the checkpoint's position
+// (step x batch records), else dies saying which pair-sample --start to run.
+void train_check_start(batch_reader *in, int64_t step, int batch);
+// --init: the checkpoint's projection head has the shape of the one built
+// (then it is loaded too).
+bool train_same_head(const model_config *ckpt, const model_config *built);
+// The last words of an interrupted run: what stopped it and whether the
+// last step was saved.
+void train_report_stop(int signal, int64_t step, bool saved, const char *output);
+
 // --strict-length, before training: the stream header must give the
 // schedule's length (epochs x records per epoch), from its start on.
 void train_check_length(const train_length *t, batch_reader *in);
