@@ -1,0 +1,244 @@
+#include "dist.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if MEDSSL_MPI
+#include <mpi.h>
+#endif
+
+#include "util.h"
+
+static int rank_, size_ = 1;
+static bool active;
+static char description[200];
+
+// mpirun (Open MPI's, or a PMIx or PMI launcher) marks the processes it starts.
+static bool launched_by_mpirun(void)
+{
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_SIZE");
+}
+
+#if MEDSSL_MPI
+static void check(int rc, const char *what)
+{
+    if (rc != MPI_SUCCESS) {
+        char msg[MPI_MAX_ERROR_STRING];
+        int len = 0;
+        MPI_Error_string(rc, msg, &len);
+        die("mpi", "rank %d: %s: %s", rank_, what, msg);
+    }
+}
+#endif
+
+void dist_init(int *argc, char ***argv)
+{
+    snprintf(description, sizeof description, "1 process%s", MEDSSL_MPI ? "" : " (built without MPI)");
+    if (!launched_by_mpirun())
+        return;
+#if MEDSSL_MPI
+    // Only the main thread calls MPI; the OpenMP threads compute between calls.
+    int provided;
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        die("mpi", "MPI_Init failed");
+    // A failed call reports here, with the rank, and exits: mpirun then
+    // stops the other ranks.
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    active = true;
+    char lib[MPI_MAX_LIBRARY_VERSION_STRING];
+    int len = 0;
+    MPI_Get_library_version(lib, &len);
+    lib[strcspn(lib, ",\n")] = 0;
+    snprintf(description, sizeof description, "MPI (%.120s), rank %d of %d", lib, rank_, size_);
+#else
+    (void)argc, (void)argv;
+    die("mpi", "launched by mpirun, but this build has no MPI: install libopenmpi-dev and rebuild (make clean all)");
+#endif
+}
+
+void dist_finalize(void)
+{
+#if MEDSSL_MPI
+    if (active)
+        MPI_Finalize();
+#endif
+    active = false;
+}
+
+bool dist_active(void) { return active; }
+int dist_rank(void) { return rank_; }
+int dist_size(void) { return size_; }
+const char *dist_description(void) { return description; }
+
+void dist_allgather(const void *mine, size_t bytes, void *all)
+{
+#if MEDSSL_MPI
+    if (active) {
+        if (bytes > INT_MAX)
+            die("mpi", "all-gather of %zu bytes: above MPI's int count", bytes);
+        check(MPI_Allgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, MPI_COMM_WORLD), "all-gather");
+        return;
+    }
+#endif
+    if (all != mine)
+        memcpy(all, mine, bytes);
+}
+
+void dist_max_int(int *v, int n)
+{
+#if MEDSSL_MPI
+    if (active)
+        check(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT, MPI_MAX, MPI_COMM_WORLD), "all-reduce (max)");
+#else
+    (void)v, (void)n;
+#endif
+}
+
+void dist_sum_i64(int64_t *v, size_t n)
+{
+#if MEDSSL_MPI
+    // In pieces of at most 2^30 values (MPI counts are ints).
+    for (size_t lo = 0; active && lo < n; lo += (size_t)1 << 30) {
+        size_t k = n - lo < ((size_t)1 << 30) ? n - lo : (size_t)1 << 30;
+        check(MPI_Allreduce(MPI_IN_PLACE, v + lo, (int)k, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD), "all-reduce (sum)");
+    }
+#else
+    (void)v, (void)n;
+#endif
+}
+
+// ---- exact sums --------------------------------------------------------------------
+
+// A group's exponent e: |v| < 2^e for all its values.  All zero gives
+// EXP_ZERO, below any real exponent; NaN or infinity EXP_NONFINITE, above.
+enum { EXP_ZERO = INT_MIN / 2, EXP_NONFINITE = INT_MAX / 2 };
+
+static int exponent_of(double v)
+{
+    if (!isfinite(v))
+        return EXP_NONFINITE;
+    if (v == 0)
+        return EXP_ZERO;
+    int e;
+    frexp(v, &e);   // |v| = m 2^e with 0.5 <= m < 1
+    return e;
+}
+
+// Scratch reused from call to call: exponents and integer sums.
+static int *exps;
+static int64_t *acc;
+static size_t exps_cap, acc_cap;
+
+static void reserve(size_t ngroups, size_t n)
+{
+    if (ngroups > exps_cap) {
+        free(exps);
+        exps = xmalloc(ngroups * sizeof *exps);
+        exps_cap = ngroups;
+    }
+    if (n > acc_cap) {
+        free(acc);
+        acc = xmalloc(n * sizeof *acc);
+        acc_cap = n;
+    }
+}
+
+// Bits of headroom for a sum of `count` integers: ceil(log2(count)).
+static int headroom(long long count)
+{
+    int b = 0;
+    while ((1LL << b) < count)
+        b++;
+    return b;
+}
+
+// Partial p's element i, from double or float partials (nparts, n).
+static inline double part_at(const double *pd, const float *pf, size_t n, int p, size_t i)
+{
+    return pd ? pd[(size_t)p * n + i] : (double)pf[(size_t)p * n + i];
+}
+
+// Sums the partials of every rank into out64 (stored) or out32 (added).  A
+// value v of a group with exponent e becomes llrint(v 2^s), s = 62 - hb - e
+// with hb the headroom for every rank's partials: |v 2^s| < 2^(62 - hb), so
+// they all sum below 2^62, and every step (ldexp, rounding to nearest even,
+// integer addition, the conversion back) is the same on every rank.
+static void exact_sum(const double *pd, const float *pf, int nparts, size_t n, size_t group, double *out64,
+                      float *out32)
+{
+    if (group == 0 || n % group)
+        die("dist", "a sum of %zu values in groups of %zu", n, group);
+    if (n == 0)
+        return;
+    const size_t ngroups = n / group;
+    if (ngroups > INT_MAX)
+        die("dist", "%zu groups: above MPI's int count", ngroups);
+    reserve(ngroups, n);
+    if (ngroups == 1) {
+        int e = EXP_ZERO;
+#pragma omp parallel for schedule(static) reduction(max : e)
+        for (size_t i = 0; i < n; i++)
+            for (int p = 0; p < nparts; p++) {
+                int ei = exponent_of(part_at(pd, pf, n, p, i));
+                e = ei > e ? ei : e;
+            }
+        exps[0] = e;
+    } else {
+#pragma omp parallel for schedule(static)
+        for (size_t g = 0; g < ngroups; g++) {
+            int e = EXP_ZERO;
+            for (int p = 0; p < nparts; p++)
+                for (size_t i = g * group; i < (g + 1) * group; i++) {
+                    int ei = exponent_of(part_at(pd, pf, n, p, i));
+                    e = ei > e ? ei : e;
+                }
+            exps[g] = e;
+        }
+    }
+    dist_max_int(exps, (int)ngroups);
+    const int hb = headroom((long long)nparts * size_);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        int e = exps[i / group];
+        int64_t s = 0;
+        if (e != EXP_ZERO && e != EXP_NONFINITE)
+            for (int p = 0; p < nparts; p++)
+                s += llrint(ldexp(part_at(pd, pf, n, p, i), 62 - hb - e));
+        acc[i] = s;
+    }
+    dist_sum_i64(acc, n);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        int e = exps[i / group];
+        double v = e == EXP_NONFINITE ? NAN : e == EXP_ZERO ? 0 : ldexp((double)acc[i], e + hb - 62);
+        if (out64)
+            out64[i] = v;
+        else
+            out32[i] += (float)v;
+    }
+}
+
+void dist_sum_f64(const double *parts, int nparts, size_t n, size_t group, double *out)
+{
+    exact_sum(parts, NULL, nparts, n, group, out, NULL);
+}
+
+void dist_sum_f32_add(const float *parts, int nparts, size_t n, float *out)
+{
+    exact_sum(NULL, parts, nparts, n, n, NULL, out);
+}
+
+uint64_t dist_hash(uint64_t h, const void *bytes, size_t len)
+{
+    const unsigned char *b = bytes;
+    for (size_t i = 0; i < len; i++) {
+        h ^= b[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
