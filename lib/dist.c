@@ -1,5 +1,10 @@
 #include "dist.h"
 
+// llrint then compiles to one instruction (cvtsd2si: the current rounding
+// mode, to nearest even by default) instead of a libm call that may set
+// errno: the conversions are most of an exact sum's time.
+#pragma GCC optimize("no-math-errno")
+
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -15,6 +20,7 @@
 static int rank_, size_ = 1;
 static bool active;
 static char description[200];
+static double mpi_seconds, convert_seconds;
 
 // mpirun (Open MPI's, or a PMIx or PMI launcher) marks the processes it starts.
 static bool launched_by_mpirun(void)
@@ -81,7 +87,9 @@ void dist_allgather(const void *mine, size_t bytes, void *all)
     if (active) {
         if (bytes > INT_MAX)
             die("mpi", "all-gather of %zu bytes: above MPI's int count", bytes);
+        double t0 = now_seconds();
         check(MPI_Allgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, MPI_COMM_WORLD), "all-gather");
+        mpi_seconds += now_seconds() - t0;
         return;
     }
 #endif
@@ -92,8 +100,11 @@ void dist_allgather(const void *mine, size_t bytes, void *all)
 void dist_max_int(int *v, int n)
 {
 #if MEDSSL_MPI
-    if (active)
+    if (active) {
+        double t0 = now_seconds();
         check(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT, MPI_MAX, MPI_COMM_WORLD), "all-reduce (max)");
+        mpi_seconds += now_seconds() - t0;
+    }
 #else
     (void)v, (void)n;
 #endif
@@ -103,10 +114,13 @@ void dist_sum_i64(int64_t *v, size_t n)
 {
 #if MEDSSL_MPI
     // In pieces of at most 2^30 values (MPI counts are ints).
+    double t0 = now_seconds();
     for (size_t lo = 0; active && lo < n; lo += (size_t)1 << 30) {
         size_t k = n - lo < ((size_t)1 << 30) ? n - lo : (size_t)1 << 30;
         check(MPI_Allreduce(MPI_IN_PLACE, v + lo, (int)k, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD), "all-reduce (sum)");
     }
+    if (active)
+        mpi_seconds += now_seconds() - t0;
 #else
     (void)v, (void)n;
 #endif
@@ -114,23 +128,35 @@ void dist_sum_i64(int64_t *v, size_t n)
 
 // ---- exact sums --------------------------------------------------------------------
 
-// A group's exponent e: |v| < 2^e for all its values.  All zero gives
-// EXP_ZERO, below any real exponent; NaN or infinity EXP_NONFINITE, above.
+// A group's exponent e: |v| < 2^e for all its values, from the largest
+// |v|.  All zero gives EXP_ZERO, below any real exponent; NaN or infinity
+// EXP_NONFINITE, above.
 enum { EXP_ZERO = INT_MIN / 2, EXP_NONFINITE = INT_MAX / 2 };
 
-static int exponent_of(double v)
+static int exponent_of(double max_abs, bool nonfinite)
 {
-    if (!isfinite(v))
+    if (nonfinite)
         return EXP_NONFINITE;
-    if (v == 0)
+    if (max_abs == 0)
         return EXP_ZERO;
     int e;
-    frexp(v, &e);   // |v| = m 2^e with 0.5 <= m < 1
+    frexp(max_abs, &e);   // max_abs = m 2^e with 0.5 <= m < 1
     return e;
 }
 
-// Scratch reused from call to call: exponents and integer sums.
+// v 2^s: one multiplication when 2^s is a normal double (exact, or rounded
+// once where the product is subnormal, as ldexp would).
+static inline double times_pow2(double v, double scale, int s)
+{
+    return scale != 0 ? v * scale : ldexp(v, s);
+}
+
+static double pow2_or_zero(int s) { return s >= -1022 && s <= 1023 ? ldexp(1.0, s) : 0; }
+
+// Scratch reused from call to call: exponents, their powers of two and
+// integer sums.
 static int *exps;
+static double *scales;
 static int64_t *acc;
 static size_t exps_cap, acc_cap;
 
@@ -138,7 +164,9 @@ static void reserve(size_t ngroups, size_t n)
 {
     if (ngroups > exps_cap) {
         free(exps);
+        free(scales);
         exps = xmalloc(ngroups * sizeof *exps);
+        scales = xmalloc(ngroups * sizeof *scales);
         exps_cap = ngroups;
     }
     if (n > acc_cap) {
@@ -175,52 +203,69 @@ static void exact_sum(const double *pd, const float *pf, int nparts, size_t n, s
         die("dist", "a sum of %zu values in groups of %zu", n, group);
     if (n == 0)
         return;
+    const double t0 = now_seconds(), mpi0 = mpi_seconds;
     const size_t ngroups = n / group;
     if (ngroups > INT_MAX)
         die("dist", "%zu groups: above MPI's int count", ngroups);
     reserve(ngroups, n);
     if (ngroups == 1) {
-        int e = EXP_ZERO;
-#pragma omp parallel for schedule(static) reduction(max : e)
+        double mx = 0;
+        int bad = 0;
+#pragma omp parallel for schedule(static) reduction(max : mx) reduction(| : bad)
         for (size_t i = 0; i < n; i++)
             for (int p = 0; p < nparts; p++) {
-                int ei = exponent_of(part_at(pd, pf, n, p, i));
-                e = ei > e ? ei : e;
+                double v = part_at(pd, pf, n, p, i), a = fabs(v);
+                bad |= !isfinite(v);
+                mx = a > mx ? a : mx;
             }
-        exps[0] = e;
+        exps[0] = exponent_of(mx, bad);
     } else {
 #pragma omp parallel for schedule(static)
         for (size_t g = 0; g < ngroups; g++) {
-            int e = EXP_ZERO;
+            double mx = 0;
+            bool bad = false;
             for (int p = 0; p < nparts; p++)
                 for (size_t i = g * group; i < (g + 1) * group; i++) {
-                    int ei = exponent_of(part_at(pd, pf, n, p, i));
-                    e = ei > e ? ei : e;
+                    double v = part_at(pd, pf, n, p, i), a = fabs(v);
+                    bad |= !isfinite(v);
+                    mx = a > mx ? a : mx;
                 }
-            exps[g] = e;
+            exps[g] = exponent_of(mx, bad);
         }
     }
     dist_max_int(exps, (int)ngroups);
     const int hb = headroom((long long)nparts * size_);
+    for (size_t g = 0; g < ngroups; g++)
+        scales[g] = pow2_or_zero(62 - hb - exps[g]);
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
-        int e = exps[i / group];
-        int64_t s = 0;
-        if (e != EXP_ZERO && e != EXP_NONFINITE)
-            for (int p = 0; p < nparts; p++)
-                s += llrint(ldexp(part_at(pd, pf, n, p, i), 62 - hb - e));
-        acc[i] = s;
+        const size_t g = i / group;
+        const int e = exps[g], s = 62 - hb - e;
+        int64_t q = 0;
+        for (int p = 0; e != EXP_ZERO && e != EXP_NONFINITE && p < nparts; p++)
+            q += llrint(times_pow2(part_at(pd, pf, n, p, i), scales[g], s));
+        acc[i] = q;
     }
     dist_sum_i64(acc, n);
+    for (size_t g = 0; g < ngroups; g++)
+        scales[g] = pow2_or_zero(exps[g] + hb - 62);
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
-        int e = exps[i / group];
-        double v = e == EXP_NONFINITE ? NAN : e == EXP_ZERO ? 0 : ldexp((double)acc[i], e + hb - 62);
+        const size_t g = i / group;
+        const int e = exps[g];
+        double v = e == EXP_NONFINITE ? NAN : e == EXP_ZERO ? 0 : times_pow2((double)acc[i], scales[g], e + hb - 62);
         if (out64)
             out64[i] = v;
         else
             out32[i] += (float)v;
     }
+    convert_seconds += now_seconds() - t0 - (mpi_seconds - mpi0);
+}
+
+void dist_times(double *mpi, double *convert)
+{
+    *mpi = mpi_seconds;
+    *convert = convert_seconds;
 }
 
 void dist_sum_f64(const double *parts, int nparts, size_t n, size_t group, double *out)

@@ -58,6 +58,10 @@ void dist_sum_f64(const double *parts, int nparts, size_t n, size_t group, doubl
 // The same for float partials of one tensor (one grid), ADDED into out.
 void dist_sum_f32_add(const float *parts, int nparts, size_t n, float *out);
 
+// Seconds since dist_init spent in MPI calls (moving data and waiting for
+// the other ranks) and in dist_sum_*'s conversions to and from fixed point.
+void dist_times(double *mpi_seconds, double *convert_seconds);
+
 // FNV-1a over bytes, chained from h (start with DIST_HASH_INIT): what the
 // ranks compare to find one started with other options or another stream.
 #define DIST_HASH_INIT 0xcbf29ce484222325ull

@@ -404,6 +404,12 @@ int main(int argc, char **argv)
                     (long long)(step - first_step), last_loss,
                     2.0 * batch * (double)(step - first_step) / (now_seconds() - t_start), output);
     }
+    if (!co.quiet && dist_active()) {
+        double mpi, convert, total = now_seconds() - t_start;
+        dist_times(&mpi, &convert);
+        fprintf(stderr, "ntxent-step: rank 0 of %d: %.2f s in MPI (data and waiting), %.2f s converting to and from "
+                "fixed point, of %.2f s\n", K, mpi, convert, total);
+    }
     if (log && fclose(log) != 0)
         die(log_path, "write error: %s", strerror(errno));
     free(x);
