@@ -5,6 +5,7 @@
 // errno: the conversions are most of an exact sum's time.
 #pragma GCC optimize("no-math-errno")
 
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -185,19 +186,12 @@ static int headroom(long long count)
     return b;
 }
 
-// Partial p's element i, from double or float partials (nparts, n).
-static inline double part_at(const double *pd, const float *pf, size_t n, int p, size_t i)
-{
-    return pd ? pd[(size_t)p * n + i] : (double)pf[(size_t)p * n + i];
-}
-
-// Sums the partials of every rank into out64 (stored) or out32 (added).  A
-// value v of a group with exponent e becomes llrint(v 2^s), s = 62 - hb - e
-// with hb the headroom for every rank's partials: |v 2^s| < 2^(62 - hb), so
-// they all sum below 2^62, and every step (ldexp, rounding to nearest even,
-// integer addition, the conversion back) is the same on every rank.
-static void exact_sum(const double *pd, const float *pf, int nparts, size_t n, size_t group, double *out64,
-                      float *out32)
+// A value v of a group with exponent e becomes llrint(v 2^s), s = 62 - hb
+// - e with hb the headroom for every rank's partials: |v 2^s| < 2^(62 -
+// hb), so they all sum below 2^62, and every step (the scaling, rounding to
+// nearest even, integer addition, the conversion back) is the same on every
+// rank.
+void dist_sum_f64(const double *parts, int nparts, size_t n, size_t group, double *out)
 {
     if (group == 0 || n % group)
         die("dist", "a sum of %zu values in groups of %zu", n, group);
@@ -214,7 +208,7 @@ static void exact_sum(const double *pd, const float *pf, int nparts, size_t n, s
 #pragma omp parallel for schedule(static) reduction(max : mx) reduction(| : bad)
         for (size_t i = 0; i < n; i++)
             for (int p = 0; p < nparts; p++) {
-                double v = part_at(pd, pf, n, p, i), a = fabs(v);
+                double v = parts[(size_t)p * n + i], a = fabs(v);
                 bad |= !isfinite(v);
                 mx = a > mx ? a : mx;
             }
@@ -226,7 +220,7 @@ static void exact_sum(const double *pd, const float *pf, int nparts, size_t n, s
             bool bad = false;
             for (int p = 0; p < nparts; p++)
                 for (size_t i = g * group; i < (g + 1) * group; i++) {
-                    double v = part_at(pd, pf, n, p, i), a = fabs(v);
+                    double v = parts[(size_t)p * n + i], a = fabs(v);
                     bad |= !isfinite(v);
                     mx = a > mx ? a : mx;
                 }
@@ -237,28 +231,27 @@ static void exact_sum(const double *pd, const float *pf, int nparts, size_t n, s
     const int hb = headroom((long long)nparts * size_);
     for (size_t g = 0; g < ngroups; g++)
         scales[g] = pow2_or_zero(62 - hb - exps[g]);
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        const size_t g = i / group;
-        const int e = exps[g], s = 62 - hb - e;
-        int64_t q = 0;
-        for (int p = 0; e != EXP_ZERO && e != EXP_NONFINITE && p < nparts; p++)
-            q += llrint(times_pow2(part_at(pd, pf, n, p, i), scales[g], s));
-        acc[i] = q;
-    }
+#pragma omp parallel for collapse(2) schedule(static)
+    for (size_t g = 0; g < ngroups; g++)
+        for (size_t j = 0; j < group; j++) {
+            const size_t i = g * group + j;
+            const int e = exps[g], s = 62 - hb - e;
+            int64_t q = 0;
+            for (int p = 0; e != EXP_ZERO && e != EXP_NONFINITE && p < nparts; p++)
+                q += llrint(times_pow2(parts[(size_t)p * n + i], scales[g], s));
+            acc[i] = q;
+        }
     dist_sum_i64(acc, n);
     for (size_t g = 0; g < ngroups; g++)
         scales[g] = pow2_or_zero(exps[g] + hb - 62);
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        const size_t g = i / group;
-        const int e = exps[g];
-        double v = e == EXP_NONFINITE ? NAN : e == EXP_ZERO ? 0 : times_pow2((double)acc[i], scales[g], e + hb - 62);
-        if (out64)
-            out64[i] = v;
-        else
-            out32[i] += (float)v;
-    }
+#pragma omp parallel for collapse(2) schedule(static)
+    for (size_t g = 0; g < ngroups; g++)
+        for (size_t j = 0; j < group; j++) {
+            const size_t i = g * group + j;
+            const int e = exps[g];
+            double v = e == EXP_NONFINITE ? NAN : e == EXP_ZERO ? 0 : times_pow2((double)acc[i], scales[g], e + hb - 62);
+            out[i] = v;
+        }
     convert_seconds += now_seconds() - t0 - (mpi_seconds - mpi0);
 }
 
@@ -268,14 +261,47 @@ void dist_times(double *mpi, double *convert)
     *convert = convert_seconds;
 }
 
-void dist_sum_f64(const double *parts, int nparts, size_t n, size_t group, double *out)
-{
-    exact_sum(parts, NULL, nparts, n, group, out, NULL);
-}
-
+// The same for one float tensor, in straight loops (a model's weight
+// gradients: most of the values summed).  A float's exponent is in [-148,
+// 128], so 2^s and 2^-s are normal doubles and the scaling one exact
+// multiplication.
 void dist_sum_f32_add(const float *parts, int nparts, size_t n, float *out)
 {
-    exact_sum(NULL, parts, nparts, n, n, NULL, out);
+    if (n == 0)
+        return;
+    const double t0 = now_seconds(), mpi0 = mpi_seconds;
+    const size_t total = mul_size(n, (size_t)nparts, "dist");
+    float mx = 0;
+    int bad = 0;
+#pragma omp parallel for schedule(static) reduction(max : mx) reduction(| : bad)
+    for (size_t k = 0; k < total; k++) {
+        float a = fabsf(parts[k]);
+        bad |= !(a <= FLT_MAX);
+        mx = a > mx ? a : mx;
+    }
+    int e = exponent_of(mx, bad);
+    dist_max_int(&e, 1);
+    if (e == EXP_ZERO || e == EXP_NONFINITE) {
+        for (size_t i = 0; i < n; i++)
+            out[i] += e == EXP_ZERO ? 0 : NAN;
+        convert_seconds += now_seconds() - t0 - (mpi_seconds - mpi0);
+        return;
+    }
+    reserve(1, n);
+    const int hb = headroom((long long)nparts * size_), s = 62 - hb - e;
+    const double scale = ldexp(1.0, s), unscale = ldexp(1.0, -s);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        int64_t q = 0;
+        for (int p = 0; p < nparts; p++)
+            q += llrint((double)parts[(size_t)p * n + i] * scale);
+        acc[i] = q;
+    }
+    dist_sum_i64(acc, n);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        out[i] += (float)((double)acc[i] * unscale);
+    convert_seconds += now_seconds() - t0 - (mpi_seconds - mpi0);
 }
 
 uint64_t dist_hash(uint64_t h, const void *bytes, size_t len)
