@@ -46,9 +46,32 @@ static uint64_t hash_object(uint64_t h, const msgpack_object *o, msgpack_sbuffer
     return dist_hash(h, sb->data, sb->size);
 }
 
+// Arguments that do not change the records: quiet, and the thread count
+// (the same bytes whatever it is); their values too when `takes_value`.
+static bool neutral_arg(const msgpack_object *a, bool *takes_value)
+{
+    static const char *const alone[] = {"-q", "--quiet"}, *const with_value[] = {"-T", "--threads", "--shard"};
+    *takes_value = false;
+    for (size_t i = 0; i < sizeof alone / sizeof *alone; i++)
+        if (is_str(a, alone[i]))
+            return true;
+    for (size_t i = 0; i < sizeof with_value / sizeof *with_value; i++) {
+        size_t len = strlen(with_value[i]);
+        if (is_str(a, with_value[i])) {
+            *takes_value = true;
+            return true;
+        }
+        if (a->type == MSGPACK_OBJECT_STR && a->via.str.size > len + 1 && memcmp(a->via.str.ptr, with_value[i], len) == 0 &&
+            a->via.str.ptr[len] == '=')
+            return true;
+    }
+    return false;
+}
+
 // The header's keys and values in their order, leaving out "shard" and, in
-// "args", the value of --shard (pair-sample's own header, when no augment
-// rewrote "args").
+// "args", what differs between the ranks of one run without changing the
+// records: --shard (pair-sample's own header, when no augment rewrote
+// "args"), -q and -T.
 static uint64_t header_hash(const mts_frame *f)
 {
     const msgpack_object_map *m = &f->root.via.map;
@@ -63,11 +86,11 @@ static uint64_t header_hash(const mts_frame *f)
         if (is_str(k, "args") && v->type == MSGPACK_OBJECT_ARRAY) {
             for (uint32_t j = 0; j < v->via.array.size; j++) {
                 const msgpack_object *a = &v->via.array.ptr[j];
-                if (a->type == MSGPACK_OBJECT_STR && a->via.str.size >= 8 && memcmp(a->via.str.ptr, "--shard=", 8) == 0)
-                    continue;
-                h = hash_object(h, a, &sb);
-                if (is_str(a, "--shard"))
-                    j++;
+                bool takes_value;
+                if (neutral_arg(a, &takes_value))
+                    j += takes_value;
+                else
+                    h = hash_object(h, a, &sb);
             }
         } else {
             h = hash_object(h, v, &sb);

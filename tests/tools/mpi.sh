@@ -5,9 +5,11 @@
 # over shared memory and over TCP; a run on 2 ranks resumes on 4; bad
 # launches (a batch that does not split, ranks with other options or
 # other streams, a rank without its shard) fail with one clear message; a
-# killed rank ends the run with a message, and the last checkpoint reads.
+# killed rank ends the run with a message, and the last checkpoint reads;
+# simclr.sh and micle.sh --ranks 2 give their one-process bytes.
 # Every mpirun runs under timeout.
 . "$(dirname "$0")/common.bash"
+top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$T"
 export OMP_WAIT_POLICY=passive
 if ! command -v mpirun > /dev/null; then
@@ -81,6 +83,20 @@ step=$(head_of res.ckpt | grep -o 'step=[0-9]*')
 [ "$step" = "step=3" ] && pass "2 ranks whose streams end at step 3 save step 3" || fail "cut run" "$step" "$(cat errres.txt)"
 START=48 run 4 --mca btl self,vader ./rank.sh "${model[@]}" "${train[@]}" --resume res.ckpt -o res.ckpt 2> errres4.txt
 same_run "a run of 2 ranks resumed on 4: the bytes of the uninterrupted plain run" res.ckpt
+
+# The pipelines: --ranks 2 runs one pipeline per rank under mpirun.
+for script in simclr micle; do
+    "$top/pipelines/$script.sh" --epochs 2 --batch 16 --size 16 p.pack p1.ckpt -- -q "${model[@]}" --tau 0.2 \
+        --warmup-epochs 1 2> errp1.txt
+    timeout 120 "$top/pipelines/$script.sh" --ranks 2 --mpirun "--oversubscribe --bind-to none --mca btl self,vader" \
+        --epochs 2 --batch 16 --size 16 p.pack p2.ckpt -- -q "${model[@]}" --tau 0.2 --warmup-epochs 1 2> errp2.txt
+    if [ -s p1.ckpt ] && cmp -s <(records p1.ckpt) <(records p2.ckpt); then
+        pass "$script.sh --ranks 2: the bytes of $script.sh"
+    else
+        fail "$script.sh --ranks 2" "$(tail -n 3 errp1.txt errp2.txt)"
+    fi
+    rm -f p1.ckpt p2.ckpt
+done
 
 # Bad launches.
 check_fails "--batch 15 over 2 ranks: a usage error" 2 "--batch 15 over 2 ranks: the batch must be a multiple" \
