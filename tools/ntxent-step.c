@@ -55,13 +55,16 @@ static const char usage_text[] =
     "      --save-every K      also save every K steps (default 0: at the end only)\n"
     "      --log FILE          per-step TSV: step epoch loss pos_acc lr images_per_s\n"
     "      --seed S            initial weights (default 0)\n"
+    "      --check-ranks K     under mpirun, compare a hash of every rank's weights, batch-norm\n"
+    "                          statistics and optimiser state every K steps (a debugging aid)\n"
     "  -T, --threads N         threads (default: all cores; MEDSSL_THREADS)\n"
     "  -q, --quiet             no progress\n"
     "  -h, --help, -V, --version\n"
     MODEL_OPTIONS_HELP;
 
 enum { OPT_TAU = 2000, OPT_LR, OPT_SCALING, OPT_OPTIM, OPT_MOMENTUM, OPT_WD, OPT_WARMUP, OPT_EPOCHS, OPT_PPE,
-       OPT_INIT, OPT_RESUME, OPT_SAVE_EVERY, OPT_LOG, OPT_SEED, OPT_STRICT_LENGTH, OPT_MICRO };
+       OPT_INIT, OPT_RESUME, OPT_SAVE_EVERY, OPT_LOG, OPT_SEED, OPT_STRICT_LENGTH, OPT_MICRO,
+       OPT_CHECK_RANKS };
 
 // An error that every rank finds alike, from what they all share: rank 0
 // says it (once, not K times), every rank leaves the job and exits.
@@ -81,6 +84,35 @@ static noreturn void fail_all(int status, const char *where, const char *fmt, ..
     }
     dist_finalize();
     exit(status);
+}
+
+// --check-ranks: every rank hashes its weights, batch-norm statistics and
+// optimiser state; rank 0 names the ranks whose hash differs from its own.
+static void check_same_state(const model *m, const optimizer *o, int64_t step)
+{
+    uint64_t h = DIST_HASH_INIT;
+    for (int i = 0; i < m->params.count; i++)
+        h = dist_hash(h, m->params.items[i].w, m->params.items[i].n * sizeof(float));
+    for (int i = 0; i < m->nbn; i++) {
+        const batchnorm *bn = m->bns[i].bn;
+        h = dist_hash(h, bn->running_mean, (size_t)bn->channels * sizeof(float));
+        h = dist_hash(h, bn->running_var, (size_t)bn->channels * sizeof(float));
+    }
+    for (int i = 0; i < optim_state_count(o); i++) {
+        optim_state st = optim_state_get(o, i);
+        h = dist_hash(h, st.data, st.n * sizeof(float));
+    }
+    const int K = dist_size();
+    uint64_t *all = xmalloc((size_t)K * sizeof *all);
+    dist_allgather(&h, sizeof h, all);
+    char differ[200] = "";
+    for (int r = 1; r < K; r++)
+        if (all[r] != all[0] && strlen(differ) < sizeof differ - 16)
+            snprintf(differ + strlen(differ), sizeof differ - strlen(differ), "%s%d", *differ ? ", " : "", r);
+    free(all);
+    if (*differ)
+        fail_all(1, "training", "step %lld: rank %s: its weights, statistics or optimiser state differ from rank "
+                 "0's", (long long)step, differ);
 }
 
 static int gcd(int a, int b) { return b ? gcd(b, a % b) : a; }
@@ -129,7 +161,7 @@ int main(int argc, char **argv)
     const char *output = NULL, *init = NULL, *resume = NULL, *log_path = NULL;
     int batch = 256, micro = 0;
     double tau = 0.1, base_lr = 0.3, momentum = 0.9, weight_decay = 1e-6, warmup_epochs = 0;
-    int64_t epochs = 0, pairs_per_epoch = 0, save_every = 0;
+    int64_t epochs = 0, pairs_per_epoch = 0, save_every = 0, check_ranks = 0;
     uint64_t seed = 0;
     bool warmup_given = false, strict_length = false;
     lr_scaling scaling = LR_SCALING_LINEAR;
@@ -144,6 +176,7 @@ int main(int argc, char **argv)
         {"resume", required_argument, 0, OPT_RESUME}, {"save-every", required_argument, 0, OPT_SAVE_EVERY},
         {"log", required_argument, 0, OPT_LOG}, {"seed", required_argument, 0, OPT_SEED},
         {"strict-length", no_argument, 0, OPT_STRICT_LENGTH}, {"micro-batch", required_argument, 0, OPT_MICRO},
+        {"check-ranks", required_argument, 0, OPT_CHECK_RANKS},
         COMMON_LONGOPTS, MODEL_LONGOPTS, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "o:b:" COMMON_SHORTOPTS, longopts, NULL)) != -1) {
@@ -176,6 +209,7 @@ int main(int argc, char **argv)
         case OPT_LOG: log_path = optarg; break;
         case OPT_SEED: seed = (uint64_t)cli_int("--seed", optarg, 0, INT64_MAX); break;
         case OPT_STRICT_LENGTH: strict_length = true; break;
+        case OPT_CHECK_RANKS: check_ranks = cli_int("--check-ranks", optarg, 1, INT64_MAX); break;
         case OPT_MICRO: micro = (int)cli_int("--micro-batch", optarg, 1, 1 << 16); break;
         default: die_usage("unknown option");
         }
@@ -287,10 +321,10 @@ int main(int argc, char **argv)
     if (!co.quiet) {
         char desc[200];
         model_describe(&cfg, desc, sizeof desc);
-        fprintf(stderr, "ntxent-step: %s, %zu parameters; %s; %s; batch %d (%d micro-batches of %d), %lld steps "
-                "(%lld of warm-up), peak lr %g, tau %g\n", desc, param_count(&m.params), blas_description(),
-                dist_description(), batch, batch / micro, micro, (long long)length.steps,
-                (long long)sched.warmup_steps, sched.peak_lr, tau);
+        fprintf(stderr, "ntxent-step: %s, %zu parameters; %s; %s; batch %d, %lld steps (%lld of warm-up), peak lr "
+                "%g, tau %g; %d micro-batches of %d\n", desc, param_count(&m.params), blas_description(),
+                dist_description(), batch, (long long)length.steps, (long long)sched.warmup_steps, sched.peak_lr,
+                tau, batch / micro, micro);
     }
 
     size_t plane = (size_t)c * h * w;
@@ -374,6 +408,8 @@ int main(int argc, char **argv)
             stop = stopping;
             break;
         }
+        if (check_ranks && step % check_ranks == 0)
+            check_same_state(&m, o, step);
         if (save_every && step % save_every == 0 && rank == 0)
             ckpt_save(output, &m, o, &save, "ntxent-step", argc, argv);
     }

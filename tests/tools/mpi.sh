@@ -68,6 +68,8 @@ for k in 1 2 4; do
     run $k --mca btl self,vader ./rank.sh "${model[@]}" "${train[@]}" -o k$k.ckpt 2> err$k.txt
     same_run "mpirun -np $k (shared memory): the bytes of one plain process" k$k.ckpt
 done
+run 4 --mca btl self,vader ./rank.sh "${model[@]}" "${train[@]}" --check-ranks 1 -o chk.ckpt 2> errchk.txt \
+    && pass "--check-ranks 1: 4 ranks hold the same state after every step" || fail "--check-ranks" "$(cat errchk.txt)"
 run 2 --mca btl self,tcp --mca btl_tcp_if_include lo ./rank.sh "${model[@]}" "${train[@]}" -o tcp.ckpt 2> errtcp.txt
 same_run "mpirun -np 2 over TCP (loopback): the same bytes" tcp.ckpt
 # The micro-batches, not the ranks, fix the sums: another micro-batch size
