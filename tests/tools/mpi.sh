@@ -112,6 +112,9 @@ AUG=8 check_fails "a rank with another stream (augment's seed)" 1 "rank 1: its s
     run 2 ./rank.sh "${model[@]}" "${train[@]}" -o bad.ckpt
 NOSHARD=1 check_fails "ranks fed whole streams" 1 "rank [01] of 2, batch 16, reads a whole stream: feed it pair-sample --shard [01]/2 --batch 16" \
     run 2 -x NOSHARD ./rank.sh "${model[@]}" "${train[@]}" -o bad.ckpt
+check_fails "finetune over 2 ranks is refused, once" 2 "^finetune: usage: finetune does not train over several ranks yet" \
+    run 2 finetune --random-init -o bad.ckpt
+[ "$(grep -c 'does not train over several ranks' "$T/err")" -eq 1 ] && pass "finetune: said once" || fail "finetune said once"
 [ ! -e bad.ckpt ] && pass "no checkpoint from a bad launch" || fail "bad launch wrote bad.ckpt"
 
 # A killed rank: rank 1's trainer gets SIGKILL during a long run that saves
