@@ -20,7 +20,7 @@ root=(); [ "$(id -u)" -eq 0 ] && root=(--allow-run-as-root)
 # run K [mpirun options] -- rank.sh arguments
 run() {
     local k=$1; shift
-    timeout 120 mpirun "${root[@]}" --oversubscribe --bind-to none -x START -x TAKE -x AUG -x EXTRA -np "$k" "$@"
+    timeout 120 mpirun "${root[@]}" --oversubscribe --bind-to none -x START -x TAKE -x AUG -x EXTRA -x EPOCHS -np "$k" "$@"
 }
 if run 1 --mca btl self ntxent-step --version 2>&1 | grep -q 'this build has no MPI'; then
     echo "skip - ntxent-step was built without MPI (libopenmpi-dev was missing at build time)"
@@ -31,10 +31,10 @@ fi
 mkpack p.pack 40 2 4 1 16 16 stripes
 model=(--model resnet18 --width 0.25 --stem small --head-layers 2)
 train=(--batch 16 --tau 0.2 --lr 0.3 --lr-scaling sqrt --warmup-epochs 1 -T 1 -q)
-export START=0 TAKE= AUG=7 EXTRA=
-# One rank's pipeline (START: pair-sample --start; TAKE: cut the rank's
-# stream after that many records; AUG: augment's seed on rank 1; EXTRA:
-# more trainer options on rank 1).  The trainer writes its pid to pid.R.
+export START=0 TAKE= AUG=7 EXTRA= EPOCHS=2
+# One rank's pipeline (EPOCHS: pair-sample's; START: pair-sample --start;
+# TAKE: cut the rank's stream after that many records; AUG: augment's seed
+# on rank 1; EXTRA: more trainer options on rank 1).  The trainer writes its pid to pid.R.
 cat > rank.sh <<'EOF'
 #!/usr/bin/env bash
 R=$OMPI_COMM_WORLD_RANK K=$OMPI_COMM_WORLD_SIZE
@@ -42,7 +42,7 @@ aug=7 extra=()
 [ "$R" -eq 1 ] && aug=$AUG && extra=($EXTRA)
 shard=(--shard "$R/$K" --batch 16)
 [ "${NOSHARD:-}" ] && shard=()
-pairs() { pair-sample -q -m simclr -e "${EPOCHS:-2}" --seed 5 --start "$START" "${shard[@]}" p.pack |
+pairs() { pair-sample -q -m simclr -e "$EPOCHS" --seed 5 --start "$START" "${shard[@]}" p.pack |
           augment -q -T 1 --seed "$aug" --size 16 --area 0.3,1; }
 trainer() { echo "$BASHPID" > "pid.$R"; exec ntxent-step "$@" "${extra[@]}"; }
 if [ -n "$TAKE" ]; then pairs | mts cat -n "$TAKE" | trainer "$@"; else pairs | trainer "$@"; fi
@@ -100,6 +100,28 @@ for script in simclr micle; do
     rm -f p1.ckpt p2.ckpt
 done
 
+# SIGTERM to rank 0's trainer: every rank stops after the same step, rank 0
+# saves it, and a resumed run reaches the uninterrupted run's bytes.
+pair-sample -q -m simclr -e 4 --seed 5 p.pack | augment -q -T 1 --seed 7 --size 16 --area 0.3,1 \
+    | ntxent-step "${model[@]}" "${train[@]}" -o plain4.ckpt
+rm -f pid.* sig.ckpt
+EPOCHS=4 run 2 --mca btl self,vader ./rank.sh "${model[@]}" "${train[@]}" --save-every 1 -o sig.ckpt 2> errsig.txt &
+mpirun_pid=$!
+for _ in $(seq 600); do
+    [ -s sig.ckpt ] && [ -s pid.0 ] && break
+    sleep 0.1
+done
+kill -TERM "$(cat pid.0)"
+wait $mpirun_pid; rc=$?
+s=$(head_of sig.ckpt | grep -o 'step=[0-9]*' | cut -d= -f2)
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ -n "$s" ] && [ "$s" -lt 12 ] \
+    && pass "SIGTERM to rank 0's trainer: the ranks stop after step $s of 12, rank 0 saves it" \
+    || fail "SIGTERM to rank 0" "status $rc, step '$s'" "$(grep -v '^--' errsig.txt | tail -n 4)"
+EPOCHS=4 START=$((${s:-0} * 16)) run 2 --mca btl self,vader ./rank.sh "${model[@]}" "${train[@]}" --resume sig.ckpt \
+    -o sig.ckpt 2> errsig2.txt
+cmp -s <(records plain4.ckpt) <(records sig.ckpt) && pass "resumed after SIGTERM: the bytes of the uninterrupted run" \
+    || fail "resume after SIGTERM" "$(head_of sig.ckpt)" "$(tail -n 3 errsig2.txt)"
+
 # Bad launches.
 check_fails "--batch 15 over 2 ranks: a usage error" 2 "--batch 15 over 2 ranks: the batch must be a multiple" \
     run 2 ntxent-step "${model[@]}" --batch 15 -o bad.ckpt
@@ -122,7 +144,7 @@ check_fails "finetune over 2 ranks is refused, once" 2 "^finetune: usage: finetu
 # last checkpoint reads.
 rm -f pid.* kill.ckpt
 start=$EPOCHREALTIME
-EPOCHS=40 run 2 -x EPOCHS --mca btl self,vader ./rank.sh "${model[@]}" "${train[@]}" --save-every 1 -o kill.ckpt \
+EPOCHS=40 run 2 --mca btl self,vader ./rank.sh "${model[@]}" "${train[@]}" --save-every 1 -o kill.ckpt \
     > /dev/null 2> errkill.txt &
 mpirun_pid=$!
 for _ in $(seq 600); do
