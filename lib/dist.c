@@ -12,6 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+// mk/flags.mk defines it: 1 when Open MPI was found.
+#ifndef MEDSSL_MPI
+#define MEDSSL_MPI 0
+#endif
 #if MEDSSL_MPI
 #include <mpi.h>
 #endif
@@ -51,6 +55,8 @@ void dist_init(int *argc, char ***argv)
     int provided;
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
         die("mpi", "MPI_Init failed");
+    if (provided < MPI_THREAD_FUNNELED)
+        die("mpi", "this MPI cannot run beside OpenMP threads (MPI_THREAD_FUNNELED)");
     // A failed call reports here, with the rank, and exits: mpirun then
     // stops the other ranks.
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
