@@ -56,11 +56,11 @@ done
 
 if [ $quick = 1 ]; then
     step_runs="--warmup 1 --steps 2" step_rounds=1 d_size=64 d_pairs=8
-    a_size=64 a_pairs=4 b_size=64 b_pairs=4 c_pairs=32
+    a_size=64 a_pairs=4 b_size=64 b_pairs=4 c_pairs=32 e_pairs=4 f_pairs=16
     aug_args=(50 1000) photos=60 auc_n=100000 stream_n=200 e2e_n=512 e2e_batch=64 reps=1 dicom_n=300
 else
     step_runs="--warmup 2 --steps 3" step_rounds=3 d_size=64 d_pairs=64
-    a_size=224 a_pairs=16 b_size=224 b_pairs=8 c_pairs=128
+    a_size=224 a_pairs=16 b_size=224 b_pairs=8 c_pairs=128 e_pairs=8 f_pairs=128
     aug_args=() photos=300 auc_n=1000000 stream_n=2000 e2e_n=2048 e2e_batch=128 reps=3 dicom_n=3000
 fi
 
@@ -239,26 +239,29 @@ timed_run() {
     /usr/bin/time -f 'peak_rss_kb %M' "$@" > "$log" 2>&1 || { cat "$log" >&2; exit 1; }
 }
 {
-    echo "## 2. One SimCLR training step"
+    echo "## 2. One training step (SimCLR: 2a-2d; PCRL: 2e, 2f)"
     echo
-    echo "2N views forward through the encoder and SimCLR v2's 2-layer projection head (training mode), NT-Xent (tau 0.1), backward, one LARS update, on $cores threads, from uniform-noise input: build/bench/simclr_step against bench/simclr_step_torch.py (torchvision's ResNet). images/s = 2N / the fastest step after the warm-up steps ($step_runs); peak RSS of the whole process (/usr/bin/time), which for PyTorch includes the interpreter and its libraries. Step times:"
+    echo "2N views forward through the encoder and SimCLR v2's 2-layer projection head (training mode), NT-Xent (tau 0.1), backward, one LARS update, on $cores threads, from uniform-noise input: build/bench/simclr_step against bench/simclr_step_torch.py (torchvision's ResNet); PCRL (2e, 2f): the student on the N views a and the momentum teacher on the N views b, InfoNCE against 16384 keys, the decoder's three reconstructions, backward, SGD, the teacher's average and the queue, build/bench/pcrl_step against bench/pcrl_step_torch.py. images/s = 2N / the fastest step after the warm-up steps ($step_runs); peak RSS of the whole process (/usr/bin/time), which for PyTorch includes the interpreter and its libraries. Step times:"
     echo
 } >> "$details"
-# step_row ID LABEL MODEL-OPTIONS...: $step_rounds interleaved rounds (ours,
-# then PyTorch's), median and best images/s of each, the largest peak RSS.
+# step_row ID KIND LABEL MODEL-OPTIONS...: $step_rounds interleaved rounds
+# (ours, then PyTorch's) of build/bench/KIND_step and bench/KIND_step_torch.py
+# (KIND simclr or pcrl), median and best images/s of each, the largest peak RSS.
 step_row() {
-    local id=$1 label=$2; shift 2
+    local id=$1 kind=$2 label=$3; shift 3
     local args=("$@" --threads "$cores") ours rss_ours peer_rate rss_peer ratio r o m p q
-    say "$id: SimCLR step, $label ($step_rounds rounds)"
+    local title
+    title=$([ "$kind" = pcrl ] && echo PCRL || echo SimCLR)
+    say "$id: $title step, $label ($step_rounds rounds)"
     : > "$dir/ours.rates"; : > "$dir/peer.rates"
     for r in $(seq "$step_rounds"); do
         # shellcheck disable=SC2086  # $step_runs is a list of options
-        timed_run "$dir/ours.txt" "$benches/simclr_step" "${args[@]}" $step_runs
+        timed_run "$dir/ours.txt" "$benches/${kind}_step" "${args[@]}" $step_runs
         step_result "$dir/ours.txt" >> "$dir/ours.rates"
         echo "$id medssl,  round $r: $(grep -o 'step [0-9]*: [0-9.]* s' "$dir/ours.txt" | cut -d' ' -f3 | paste -sd' ') s" >> "$dir/steps.txt"
         [ $have_torch = 1 ] || continue
         # shellcheck disable=SC2086
-        timed_run "$dir/peer.txt" "${peer_env[@]}" $py "$root/bench/simclr_step_torch.py" "${args[@]}" $step_runs
+        timed_run "$dir/peer.txt" "${peer_env[@]}" $py "$root/bench/${kind}_step_torch.py" "${args[@]}" $step_runs
         step_result "$dir/peer.txt" >> "$dir/peer.rates"
         echo "$id PyTorch, round $r: $(grep -o 'step [0-9]*: [0-9.]* s' "$dir/peer.txt" | cut -d' ' -f3 | paste -sd' ') s" >> "$dir/steps.txt"
     done
@@ -267,27 +270,33 @@ step_row() {
     read -r ours o rss_ours < <(rates "$dir/ours.rates")
     if [ $have_torch = 0 ]; then
         say "$id: no peer: $no_torch"
-        row "$id" "SimCLR training step, $label: images/s, median (best) of $step_rounds (peak RSS)" "$ours ($o) ($rss_ours MB)" "–" "skipped" "$no_torch"
+        row "$id" "$title training step, $label: images/s, median (best) of $step_rounds (peak RSS)" "$ours ($o) ($rss_ours MB)" "–" "skipped" "$no_torch"
         return
     fi
     read -r peer_rate p rss_peer < <(rates "$dir/peer.rates")
     ratio=$(ratio "$ours" "$peer_rate")
-    checked_row "$id" "SimCLR training step, $label: images/s, median (best) of $step_rounds interleaved rounds (peak RSS)" \
+    checked_row "$id" "$title training step, $label: images/s, median (best) of $step_rounds interleaved rounds (peak RSS)" \
         "$ours ($o) ($rss_ours MB)" "PyTorch $peer_rate ($p) ($rss_peer MB)" "$ratio" \
-        "SimCLR step, $label. ${step_reason_once:-$step_reason}" : \
-        "$benches/simclr_step" "${args[@]}" --warmup 1 --steps 1
+        "$title step, $label. ${step_reason_once:-$step_reason}" : \
+        "$benches/${kind}_step" "${args[@]}" --warmup 1 --steps 1
     ge "$ratio" 1 || step_reason_once=${step_reason_once:-"The causes are those given under $id."}
 }
 : > "$dir/steps.txt"
 step_reason_once=""   # the reason is written out under the first step row below 1 only
-step_row 2a "ResNet-18, 3×${a_size}×${a_size}, N=$a_pairs" --depth 18 --width 1 --stem large --channels 3 \
+step_row 2a simclr "ResNet-18, 3×${a_size}×${a_size}, N=$a_pairs" --depth 18 --width 1 --stem large --channels 3 \
     --size "$a_size" --pairs "$a_pairs"
-step_row 2b "ResNet-50, 3×${b_size}×${b_size}, N=$b_pairs" --depth 50 --width 1 --stem large --channels 3 \
+step_row 2b simclr "ResNet-50, 3×${b_size}×${b_size}, N=$b_pairs" --depth 50 --width 1 --stem large --channels 3 \
     --size "$b_size" --pairs "$b_pairs"
-step_row 2c "ResNet-18 small stem ×0.5, 1×32×32, N=$c_pairs" --depth 18 --width 0.5 --stem small --channels 1 \
+step_row 2c simclr "ResNet-18 small stem ×0.5, 1×32×32, N=$c_pairs" --depth 18 --width 0.5 --stem small --channels 1 \
     --size 32 --pairs "$c_pairs"
-step_row 2d "ResNet-18, 3×${d_size}×${d_size}, N=$d_pairs" --depth 18 --width 1 --stem large --channels 3 \
+step_row 2d simclr "ResNet-18, 3×${d_size}×${d_size}, N=$d_pairs" --depth 18 --width 1 --stem large --channels 3 \
     --size "$d_size" --pairs "$d_pairs"
+# PCRL (lib/pcrl.h against bench/pcrl_step_torch.py): the official setting
+# (ResNet-18 on 224 images) and the experiment's model.
+step_row 2e pcrl "ResNet-18 + decoder, 3×${a_size}×${a_size}, N=$e_pairs" --depth 18 --width 1 --stem large \
+    --channels 3 --size "$a_size" --pairs "$e_pairs"
+step_row 2f pcrl "ResNet-18 small stem ×0.5 + decoder, 1×32×32, N=$f_pairs" --depth 18 --width 0.5 --stem small \
+    --channels 1 --size 32 --pairs "$f_pairs"
 { echo '```'; cat "$dir/steps.txt"; echo '```'; echo; } >> "$details"
 
 # --- 3. augment vs torchvision ------------------------------------------------------

@@ -24,48 +24,20 @@
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
+#include "step_args.h"
 #include "util.h"
 
 int main(int argc, char **argv)
 {
     util_init(argv[0]);
-    int depth = 18, channels = 3, size = 224, pairs = 16, warmup = 2, steps = 5, threads = 0;
-    double width = 1;
-    resnet_stem stem = RESNET_STEM_LARGE;
-    for (int i = 1; i < argc; i++) {
-        const char *opt = argv[i];
-        if (i + 1 >= argc)
-            die_usage("%s: missing value", opt);
-        const char *val = argv[++i];
-        if (strcmp(opt, "--depth") == 0)
-            depth = atoi(val);
-        else if (strcmp(opt, "--width") == 0)
-            width = atof(val);
-        else if (strcmp(opt, "--stem") == 0 && strcmp(val, "large") == 0)
-            stem = RESNET_STEM_LARGE;
-        else if (strcmp(opt, "--stem") == 0 && strcmp(val, "small") == 0)
-            stem = RESNET_STEM_SMALL;
-        else if (strcmp(opt, "--channels") == 0)
-            channels = atoi(val);
-        else if (strcmp(opt, "--size") == 0)
-            size = atoi(val);
-        else if (strcmp(opt, "--pairs") == 0)
-            pairs = atoi(val);
-        else if (strcmp(opt, "--warmup") == 0)
-            warmup = atoi(val);
-        else if (strcmp(opt, "--steps") == 0)
-            steps = atoi(val);
-        else if (strcmp(opt, "--threads") == 0)
-            threads = atoi(val);
-        else
-            die_usage("unknown option or value: %s %s", opt, val);
-    }
-    if (pairs < 2 || size < 8 || steps < 1 || warmup < 0 || (channels != 1 && channels != 3))
-        die_usage("need --pairs >= 2, --size >= 8, --steps >= 1, --warmup >= 0, --channels 1 or 3");
-    blas_init(threads);
+    step_args a = {.depth = 18, .channels = 3, .size = 224, .pairs = 16, .warmup = 2, .steps = 5,
+                   .width = 1, .stem = RESNET_STEM_LARGE};
+    step_args_parse(&a, argc, argv);
+    const int channels = a.channels, size = a.size, pairs = a.pairs, warmup = a.warmup, steps = a.steps;
+    blas_init(a.threads);
 
     model_config cfg = model_config_default();
-    cfg.encoder = (resnet_config){.depth = depth, .width = width, .stem = stem, .in_ch = channels};
+    cfg.encoder = (resnet_config){.depth = a.depth, .width = a.width, .stem = a.stem, .in_ch = channels};
     cfg.head_layers = 2;
     model m;
     model_init(&m, &cfg, 1);

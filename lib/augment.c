@@ -233,7 +233,10 @@ void aug_render_target(const aug_config *c, const aug_params *p, const img_src *
                     sj = S - 1 - sj;
                 if (p->target_vflip)
                     si = S - 1 - si;
-                x[(size_t)i * S + j] = plane[(size_t)si * S + sj];
+                // Resampling can ring a little past [0, 1]: a target is a
+                // sigmoid's goal, in [0, 1] by contract (mts(5)).
+                float v = plane[(size_t)si * S + sj];
+                x[(size_t)i * S + j] = v < 0 ? 0 : v > 1 ? 1 : v;
             }
     }
 }

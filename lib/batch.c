@@ -281,7 +281,41 @@ static void read_meta(batch_reader *b, const mts_frame *f, record_meta *m, uint8
     m->labeled = true;
 }
 
+// KEY_target (the view's shape, f32 in [0, 1]) and KEY_code (6 values) of one view.
+static void read_target(batch_reader *b, const mts_frame *f, const char *view, float *target, float *code)
+{
+    char key[32];
+    mts_tensor t;
+    snprintf(key, sizeof key, "%s_target", view);
+    if (!mts_opt_tensor(b->r, f, key, &t))
+        mts_die_at(b->r, f, "no '%s': %s needs the reconstruction targets of augment --targets", key,
+                   util_progname());
+    size_t plane = (size_t)b->c * b->h * b->w;
+    if (t.dtype != MTS_F32 || t.rank != 3 || t.shape[0] != b->c || t.shape[1] != b->h || t.shape[2] != b->w)
+        mts_die_at(b->r, f, "'%s' must be f32 (%d, %d, %d), the shape of its image", key, b->c, b->h, b->w);
+    mts_tensor_to_f32(&t, target);
+    for (size_t i = 0; i < plane; i++)
+        if (!(target[i] >= 0 && target[i] <= 1))
+            mts_die_at(b->r, f, "'%s' has the value %g (value %zu of %zu): targets must be in [0, 1]", key,
+                       (double)target[i], i, plane);
+    snprintf(key, sizeof key, "%s_code", view);
+    if (!mts_opt_tensor(b->r, f, key, &t))
+        mts_die_at(b->r, f, "no '%s': %s needs the transformation codes of augment --targets", key,
+                   util_progname());
+    if (t.dtype != MTS_F32 || t.rank != 1 || t.shape[0] != 6)
+        mts_die_at(b->r, f, "'%s' must be f32 (6)", key);
+    mts_tensor_to_f32(&t, code);
+    for (int i = 0; i < 6; i++)
+        if (code[i] != 0 && code[i] != 1)
+            mts_die_at(b->r, f, "'%s'[%d] is %g: a code holds 0 and 1 only", key, i, (double)code[i]);
+}
+
 int batch_next(batch_reader *b, int n, float *x, record_meta *meta)
+{
+    return batch_next_targets(b, n, x, NULL, NULL, meta);
+}
+
+int batch_next_targets(batch_reader *b, int n, float *x, float *targets, float *codes, record_meta *meta)
 {
     if (meta && b->info.nclasses * n > b->labels_cap) {
         b->labels_cap = b->info.nclasses * n;
@@ -303,6 +337,10 @@ int batch_next(batch_reader *b, int n, float *x, record_meta *meta)
                 if (!isfinite(dst[i]))
                     mts_die_at(b->r, f, "'%s' has a %s pixel (value %zu of %zu): images must be finite", key,
                                isnan(dst[i]) ? "NaN" : "infinite", i, plane);
+            if (targets) {
+                size_t row = (size_t)got * b->views + v;
+                read_target(b, f, key, targets + row * plane, codes + row * 6);
+            }
         }
         if (meta)
             read_meta(b, f, &meta[got], b->labels + (size_t)got * b->info.nclasses);

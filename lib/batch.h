@@ -61,6 +61,10 @@ void batch_close(batch_reader *b);
 // n * views * C * H * W floats (the shape is known after the first record:
 // batch_peek).  meta (may be NULL) receives n entries.
 int batch_next(batch_reader *b, int n, float *x, record_meta *meta);
+// The same, with each view's reconstruction target and transformation code
+// (augment --targets: KEY_target, KEY_code) read as well: targets like x,
+// codes (n * views, 6).  A record without them stops the tool.
+int batch_next_targets(batch_reader *b, int n, float *x, float *targets, float *codes, record_meta *meta);
 
 // Once *stop is set (on_stop_signal), a read error ends the stream like a
 // clean end: a signal sent to a whole pipeline stops the producer too, often

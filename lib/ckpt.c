@@ -20,8 +20,8 @@ void ckpt_info_free(ckpt_info *info)
 
 // ---- the tensors of a model, named ------------------------------------------------
 
-typedef enum { KIND_PARAM, KIND_BUFFER, KIND_STATE } tensor_kind;
-static const char *const kind_names[] = {"param", "buffer", "state"};
+typedef enum { KIND_PARAM, KIND_BUFFER, KIND_STATE, KIND_EXTRA } tensor_kind;
+static const char *const kind_names[] = {"param", "buffer", "state", "extra"};
 
 typedef struct {
     char name[PARAM_NAME_MAX + 32];
@@ -43,10 +43,10 @@ static unsigned part_of(const char *name)
     return CKPT_ENCODER;
 }
 
-// Every tensor of the model (and optimiser), in a fixed order.
-static named_tensor *list_tensors(const model *m, const optimizer *o, int *count)
+// Every tensor of the model (and extras, and optimiser), in a fixed order.
+static named_tensor *list_tensors(const model *m, const optimizer *o, const ckpt_extra *x, int *count)
 {
-    int cap = m->params.count + 3 * m->nbn + (o ? optim_state_count(o) : 0);
+    int cap = m->params.count + 3 * m->nbn + (x ? x->count : 0) + (o ? optim_state_count(o) : 0);
     named_tensor *t = xcalloc((size_t)cap + 1, sizeof *t);
     int n = 0;
     for (int i = 0; i < m->params.count; i++) {
@@ -75,6 +75,17 @@ static named_tensor *list_tensors(const model *m, const optimizer *o, int *count
             e->data = data[k];
         }
     }
+    for (int i = 0; x && i < x->count; i++) {
+        const ckpt_tensor *c = &x->items[i];
+        named_tensor *e = &t[n++];
+        snprintf(e->name, sizeof e->name, "%s", c->name);
+        e->kind = KIND_EXTRA;
+        e->part = CKPT_EXTRA;
+        e->dtype = c->dtype;
+        e->rank = c->rank;
+        memcpy(e->shape, c->shape, sizeof e->shape);
+        e->data = c->data;
+    }
     for (int i = 0; o && i < optim_state_count(o); i++) {
         optim_state s = optim_state_get(o, i);
         named_tensor *e = &t[n++];
@@ -92,11 +103,70 @@ static named_tensor *list_tensors(const model *m, const optimizer *o, int *count
 
 // ---- saving ------------------------------------------------------------------------
 
+void ckpt_extra_add(ckpt_extra *x, const char *name, mts_dtype dtype, int rank, const int64_t *shape, void *data)
+{
+    if (x->count == x->cap) {
+        x->cap = x->cap ? 2 * x->cap : 64;
+        x->items = xrealloc(x->items, (size_t)x->cap * sizeof *x->items);
+    }
+    ckpt_tensor *c = &x->items[x->count++];
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->dtype = dtype;
+    c->rank = rank;
+    memcpy(c->shape, shape, (size_t)rank * sizeof *shape);
+    c->data = data;
+}
+
+void ckpt_extra_params(ckpt_extra *x, const param_list *l, const char *prefix)
+{
+    for (int i = 0; i < l->count; i++) {
+        const param_t *p = &l->items[i];
+        char name[PARAM_NAME_MAX + 32];
+        snprintf(name, sizeof name, "%s%s", prefix, p->name);
+        ckpt_extra_add(x, name, MTS_F32, p->rank, p->shape, p->w);
+    }
+}
+
+void ckpt_extra_bn(ckpt_extra *x, batchnorm *bn, const char *prefix)
+{
+    char name[PARAM_NAME_MAX + 32];
+    int64_t shape[1] = {bn->channels};
+    snprintf(name, sizeof name, "%s.running_mean", prefix);
+    ckpt_extra_add(x, name, MTS_F32, 1, shape, bn->running_mean);
+    snprintf(name, sizeof name, "%s.running_var", prefix);
+    ckpt_extra_add(x, name, MTS_F32, 1, shape, bn->running_var);
+    snprintf(name, sizeof name, "%s.num_batches_tracked", prefix);
+    ckpt_extra_add(x, name, MTS_I64, 0, shape, &bn->num_batches_tracked);
+}
+
+void ckpt_extra_model(ckpt_extra *x, const model *m, const char *prefix)
+{
+    ckpt_extra_params(x, &m->params, prefix);
+    for (int i = 0; i < m->nbn; i++) {
+        char name[PARAM_NAME_MAX + 32];
+        snprintf(name, sizeof name, "%s%s", prefix, m->bns[i].prefix);
+        ckpt_extra_bn(x, m->bns[i].bn, name);
+    }
+}
+
+void ckpt_extra_free(ckpt_extra *x)
+{
+    free(x->items);
+    memset(x, 0, sizeof *x);
+}
+
 void ckpt_save(const char *path, const model *m, const optimizer *o, const ckpt_info *info,
                const char *tool, int argc, char **argv)
 {
+    ckpt_save_extra(path, m, o, NULL, info, tool, argc, argv);
+}
+
+void ckpt_save_extra(const char *path, const model *m, const optimizer *o, const ckpt_extra *x,
+                     const ckpt_info *info, const char *tool, int argc, char **argv)
+{
     int count;
-    named_tensor *ts = list_tensors(m, o, &count);
+    named_tensor *ts = list_tensors(m, o, x, &count);
     mts_write_opts opts = {.zstd_level = 1};
     mts_writer *w = mts_writer_open(path, &opts);
     mts_write_header(w, tool, argc, argv, 13);
@@ -353,6 +423,16 @@ static bool st_load_checked(const char *path, model *m, unsigned parts, char *er
 
 bool ckpt_load_checked(const char *path, model *m, optimizer *o, unsigned parts, char *err, size_t errlen)
 {
+    return ckpt_load_extra(path, m, o, NULL, parts & ~(unsigned)CKPT_EXTRA, err, errlen);
+}
+
+bool ckpt_load_extra(const char *path, model *m, optimizer *o, const ckpt_extra *x, unsigned parts, char *err,
+                     size_t errlen)
+{
+    if (st_sniff(path) && (parts & CKPT_EXTRA)) {
+        snprintf(err, errlen, "a safetensors file holds weights only, not a run to continue");
+        return false;
+    }
     if (st_sniff(path))
         return st_load_checked(path, m, parts, err, errlen);
     mts_limits lim = mts_limits_default();
@@ -385,7 +465,7 @@ bool ckpt_load_checked(const char *path, model *m, optimizer *o, unsigned parts,
     obj_int(&f.root, "tensors", &expected);
     obj_int(&f.root, "optimizer_step", &optimizer_step);
     int count;
-    ts = list_tensors(m, (parts & CKPT_STATE) ? o : NULL, &count);
+    ts = list_tensors(m, (parts & CKPT_STATE) ? o : NULL, (parts & CKPT_EXTRA) ? x : NULL, &count);
     int64_t records = 0;
     while ((got = mts_read(r, &f)) > 0) {
         if (f.is_header)
@@ -404,17 +484,21 @@ bool ckpt_load_checked(const char *path, model *m, optimizer *o, unsigned parts,
                      to ? why : "the record has no key 'tensor'");
             goto done;
         }
-        unsigned part = strcmp(kind, "state") == 0 ? CKPT_STATE : part_of(name);
+        unsigned part = strcmp(kind, "state") == 0   ? CKPT_STATE
+                        : strcmp(kind, "extra") == 0 ? CKPT_EXTRA
+                                                     : part_of(name);
         if (!(parts & part))
             continue;
         named_tensor *e = NULL;
         for (int i = 0; i < count && !e; i++)
             if (strcmp(ts[i].name, name) == 0)
                 e = &ts[i];
+        if (!e && part == CKPT_EXTRA && (parts & CKPT_EXTRA_SUBSET))
+            continue;
         if (!e) {
             snprintf(err, errlen, "%s: the checkpoint has it, this model does not (a different %s?)", name,
                      part == CKPT_STATE ? "optimiser" : part == CKPT_HEAD ? "projection head" :
-                     part == CKPT_FC ? "classifier" : "encoder");
+                     part == CKPT_FC ? "classifier" : part == CKPT_EXTRA ? "trainer" : "encoder");
             goto done;
         }
         bool grey = is_grey_conv1(e, parts, t.rank, t.shape);
@@ -447,7 +531,9 @@ bool ckpt_load_checked(const char *path, model *m, optimizer *o, unsigned parts,
     for (int i = 0; i < count; i++)
         if ((parts & ts[i].part) && !ts[i].loaded) {
             snprintf(err, errlen, "%s: this model has it, the checkpoint does not%s", ts[i].name,
-                     ts[i].part == CKPT_STATE ? " (saved without optimiser state, or another optimiser)" : "");
+                     ts[i].part == CKPT_STATE   ? " (saved without optimiser state, or another optimiser)"
+                     : ts[i].part == CKPT_EXTRA ? " (saved by another trainer, or with other options)"
+                                                : "");
             goto done;
         }
     if ((parts & CKPT_STATE) && o)
@@ -629,7 +715,7 @@ static bool st_load_checked(const char *path, model *m, unsigned parts, char *er
     if (!same_encoder(&cfg, &m->cfg, parts, err, errlen))
         goto done;
     int count;
-    ts = list_tensors(m, NULL, &count);
+    ts = list_tensors(m, NULL, NULL, &count);
     for (int i = 0; i < f->count; i++) {
         const st_entry *s = &f->entries[i];
         unsigned part = part_of(s->name);
@@ -690,7 +776,7 @@ done:
 void ckpt_export(const char *path, const model *m, const ckpt_info *info, unsigned parts)
 {
     int count;
-    named_tensor *ts = list_tensors(m, NULL, &count);
+    named_tensor *ts = list_tensors(m, NULL, NULL, &count);
     st_writer *w = st_writer_new();
     model_config c = m->cfg;
     if (!(parts & CKPT_HEAD))

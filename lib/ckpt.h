@@ -6,7 +6,7 @@
 //            stem, in_ch, head_layers, head_hidden, proj_dim, classes},
 //            "step", "records", "epoch", "loss", "rng": [7 ints], "task",
 //            "class_names": [...], "optimizer": name, "trained_on", "tensors": count}
-//   records {"name": "layer1.0.conv1.weight", "kind": "param"|"buffer"|"state",
+//   records {"name": "layer1.0.conv1.weight", "kind": "param"|"buffer"|"state"|"extra",
 //            "tensor": f32 (or i64 for num_batches_tracked)}
 //
 // It is written to a temporary, fsynced and renamed (mts_writer), so a crash
@@ -30,9 +30,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "bn.h"
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
+#include "stream.h"
 
 #define CKPT_MAX_CLASSES 1024
 
@@ -69,6 +71,11 @@ enum {
     // With CKPT_ENCODER: a 3-channel checkpoint may go into a 1-channel
     // model, conv1's weight summed over its input channels (as timm does).
     CKPT_GREY = 16,
+    CKPT_EXTRA = 32,    // a trainer's own tensors beside the model (ckpt_extra)
+    // With CKPT_EXTRA: the file's extras that the list does not name are
+    // skipped (the decoder of a PCRL checkpoint without its teacher and
+    // queue); the list's must all be there still.
+    CKPT_EXTRA_SUBSET = 64,
 };
 
 // Copies the chosen parts into m (and o), which must have the same shapes
@@ -78,6 +85,45 @@ enum {
 bool ckpt_load_checked(const char *path, model *m, optimizer *o, unsigned parts, char *err, size_t errlen);
 // The same, dying with "path: what differs".
 void ckpt_load(const char *path, model *m, optimizer *o, unsigned parts);
+
+// ---- a trainer's own tensors ---------------------------------------------------
+//
+// What a trainer keeps beside the model (pcrl-step: its decoder, the
+// momentum copy of the model, the key queue) is saved after the model's
+// tensors as records of kind "extra", under the names given here.  Tools
+// that load a model leave them alone; the trainer that made them loads
+// them back with CKPT_EXTRA and the same list, which must then match the
+// file's extras one to one, as the model's tensors must.
+
+typedef struct {
+    char name[PARAM_NAME_MAX + 32];
+    mts_dtype dtype;   // MTS_F32 or MTS_I64
+    int rank;
+    int64_t shape[PARAM_MAX_RANK];
+    void *data;        // the tensor's memory, read on save and written on load
+} ckpt_tensor;
+
+typedef struct {
+    ckpt_tensor *items;
+    int count, cap;
+} ckpt_extra;
+
+void ckpt_extra_add(ckpt_extra *x, const char *name, mts_dtype dtype, int rank, const int64_t *shape, void *data);
+// Every parameter's value, named prefix + the parameter's name.
+void ckpt_extra_params(ckpt_extra *x, const param_list *l, const char *prefix);
+// A batch norm's running_mean, running_var and num_batches_tracked, named
+// prefix + "." + the buffer.
+void ckpt_extra_bn(ckpt_extra *x, batchnorm *bn, const char *prefix);
+// A whole model (parameters and batch-norm buffers) under a prefix
+// ("momentum." + "layer1.0.conv1.weight").
+void ckpt_extra_model(ckpt_extra *x, const model *m, const char *prefix);
+void ckpt_extra_free(ckpt_extra *x);
+
+// ckpt_save and ckpt_load_checked with extras (x may be NULL: none).
+void ckpt_save_extra(const char *path, const model *m, const optimizer *o, const ckpt_extra *x,
+                     const ckpt_info *info, const char *tool, int argc, char **argv);
+bool ckpt_load_extra(const char *path, model *m, optimizer *o, const ckpt_extra *x, unsigned parts, char *err,
+                     size_t errlen);
 
 // Writes the chosen parts (CKPT_ENCODER, CKPT_HEAD, CKPT_FC) as safetensors,
 // float32 with I64 num_batches_tracked, atomically; the metadata has

@@ -4,7 +4,9 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -72,4 +74,25 @@ void progress_done(progress_t *p)
     if (p->tty && p->dirty)
         fputc('\n', stderr);
     p->dirty = false;
+}
+
+char **cli_args_without(int argc, char *const *orig, const char *const *drop, int ndrop, int *out_argc)
+{
+    char **out = xmalloc((size_t)(argc + 1) * sizeof *out);
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        bool inside = false, next = false;
+        uintptr_t start = (uintptr_t)orig[i], end = start + strlen(orig[i]);
+        for (int d = 0; d < ndrop; d++) {
+            inside |= (uintptr_t)drop[d] > start && (uintptr_t)drop[d] <= end;
+            next |= i + 1 < argc && drop[d] == orig[i + 1];
+        }
+        if (next)
+            i++;  // the option and its value
+        else if (!inside)
+            out[n++] = orig[i];
+    }
+    out[n] = NULL;
+    *out_argc = n;
+    return out;
 }

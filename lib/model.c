@@ -272,6 +272,11 @@ void model_forward(model *m, bool training, int n, int h, int w, const float *x)
 
 void model_backward(model *m, const float *dproj, const float *dlogits)
 {
+    model_backward_stages(m, dproj, dlogits, NULL);
+}
+
+void model_backward_stages(model *m, const float *dproj, const float *dlogits, const float *const dstages[5])
+{
     int n = m->n;
     size_t nf = (size_t)n * m->enc.feature_dim;
     memset(m->dfeatures, 0, nf * sizeof(float));
@@ -301,6 +306,9 @@ void model_backward(model *m, const float *dproj, const float *dlogits)
             for (size_t i = 0; i < nf; i++)
                 m->dfeatures[i] += dx[i];
     }
-    if (!m->encoder_frozen && (dproj || dlogits))
-        resnet_backward(&m->enc, m->dfeatures);
+    bool stages = false;
+    for (int s = 0; dstages && s < 5; s++)
+        stages |= dstages[s] != NULL;
+    if (!m->encoder_frozen && (dproj || dlogits || stages))
+        resnet_backward_stages(&m->enc, m->dfeatures, stages ? dstages : NULL);
 }

@@ -106,5 +106,8 @@ void model_forward(model *m, bool training, int n, int h, int w, const float *x)
 // Gradients at the outputs of the last forward (either may be NULL: that
 // branch gets no gradient).  Adds into the parameters' gradients.
 void model_backward(model *m, const float *dproj, const float *dlogits);
+// The same with gradients added at the encoder's stage maps too (a
+// decoder's, resnet_backward_stages): dstages may be NULL, or any entry.
+void model_backward_stages(model *m, const float *dproj, const float *dlogits, const float *const dstages[5]);
 
 #endif

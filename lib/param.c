@@ -64,3 +64,29 @@ void param_list_free(param_list *l)
     l->items = NULL;
     l->count = l->cap = 0;
 }
+
+void param_list_append(param_list *dst, const param_list *src)
+{
+    for (int i = 0; i < src->count; i++) {
+        const param_t *p = &src->items[i];
+        param_t *q = param_add(dst, p->w, p->g, p->rank, p->shape, p->no_decay, "%s", p->name);
+        q->frozen = p->frozen;
+    }
+}
+
+void param_ema_update(const param_list *ema, const param_list *src, double m)
+{
+    if (ema->count != src->count)
+        die("momentum copy", "%d parameters, the model has %d", ema->count, src->count);
+    const float keep = (float)m, take = (float)(1.0 - m);
+    for (int i = 0; i < src->count; i++) {
+        const param_t *e = &ema->items[i], *p = &src->items[i];
+        if (e->n != p->n)
+            die("momentum copy", "%s: %zu values, the model's %s has %zu", e->name, e->n, p->name, p->n);
+        float *ew = e->w;
+        const float *pw = p->w;
+#pragma omp parallel for schedule(static) if (p->n > 65536)
+        for (long k = 0; k < (long)p->n; k++)
+            ew[k] = keep * ew[k] + take * pw[k];
+    }
+}

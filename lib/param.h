@@ -41,5 +41,11 @@ void param_zero_grad(const param_list *l);
 // Total number of scalar parameters.
 size_t param_count(const param_list *l);
 void param_list_free(param_list *l);
+// Appends every entry of src to dst (the same tensors: one optimiser over
+// two models' parameters).
+void param_list_append(param_list *dst, const param_list *src);
+// A momentum (EMA) copy: ema = m ema + (1 - m) src, parameter by
+// parameter (MoCo's momentum encoder); the lists must have the same shapes.
+void param_ema_update(const param_list *ema, const param_list *src, double m);
 
 #endif

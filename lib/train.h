@@ -10,7 +10,9 @@
 
 #include "batch.h"
 #include "ckpt.h"
+#include "knn.h"
 #include "model.h"
+#include "optim.h"
 #include "schedule.h"
 
 enum {
@@ -67,6 +69,44 @@ bool model_opts_given(const model_opts *o, int opt);
 model_config model_opts_resolve(const model_opts *o, const model_config *ckpt_cfg, const char *ckpt_path,
                                 int stream_channels);
 
+// ---- the options of a pretraining trainer (ntxent-step, pcrl-step) -------------
+
+enum {
+    OPT_PT_LR = 1200, OPT_PT_SCALING, OPT_PT_OPTIM, OPT_PT_MOMENTUM, OPT_PT_WD, OPT_PT_WARMUP, OPT_PT_EPOCHS, OPT_PT_PPE, OPT_PT_INIT,
+    OPT_PT_RESUME, OPT_PT_SAVE_EVERY, OPT_PT_LOG, OPT_PT_SEED, OPT_PT_STRICT_LENGTH,
+};
+
+#define PRETRAIN_SHORTOPTS "o:b:"
+#define PRETRAIN_LONGOPTS                                                                              \
+    {"output", required_argument, 0, 'o'}, {"batch", required_argument, 0, 'b'},                       \
+    {"lr", required_argument, 0, OPT_PT_LR}, {"lr-scaling", required_argument, 0, OPT_PT_SCALING},          \
+    {"optimizer", required_argument, 0, OPT_PT_OPTIM}, {"momentum", required_argument, 0, OPT_PT_MOMENTUM},  \
+    {"weight-decay", required_argument, 0, OPT_PT_WD}, {"warmup-epochs", required_argument, 0, OPT_PT_WARMUP}, \
+    {"epochs", required_argument, 0, OPT_PT_EPOCHS}, {"pairs-per-epoch", required_argument, 0, OPT_PT_PPE},   \
+    {"init", required_argument, 0, OPT_PT_INIT}, {"resume", required_argument, 0, OPT_PT_RESUME},           \
+    {"save-every", required_argument, 0, OPT_PT_SAVE_EVERY}, {"log", required_argument, 0, OPT_PT_LOG},     \
+    {"seed", required_argument, 0, OPT_PT_SEED}, {"strict-length", no_argument, 0, OPT_PT_STRICT_LENGTH}
+
+typedef struct {
+    const char *output, *init, *resume, *log_path;
+    int batch;
+    double lr, momentum, weight_decay, warmup_epochs;
+    bool warmup_given, strict_length;
+    int64_t epochs, pairs_per_epoch, save_every;   // 0: the stream header's, none
+    uint64_t seed;
+    lr_scaling scaling;
+    optim_kind optimizer;
+} pretrain_opts;
+
+// Handles one of PRETRAIN_LONGOPTS (the tool sets its defaults first);
+// false for any other option.
+bool pretrain_opts_parse(pretrain_opts *o, int opt, const char *arg);
+// After the options: usage errors for no -o, several inputs (argc -
+// optind > 1), --init with --resume.
+void pretrain_opts_check(const pretrain_opts *o, int inputs);
+// The optimiser these options ask for (AdamW keeps its own betas).
+optim_config pretrain_optim_config(const pretrain_opts *o);
+
 // ---- the schedule against the stream ------------------------------------------
 //
 // A trainer runs its schedule (epochs x records per epoch, from the stream
@@ -86,6 +126,25 @@ typedef struct {
 // would rise to the end and never decay.  `given`: warmup_epochs came from
 // --warmup-epochs (else it is the tool's default).
 void train_check_warmup(const train_length *t, const lr_schedule *s, double warmup_epochs, bool given);
+// A pair trainer's schedule: records per epoch and epochs from the options
+// when given (non-zero), else from the stream header (dies when neither
+// gives them); every full batch of the schedule's records is a step
+// (SimCLR's total_steps is one more: its rate at the last step is never
+// used).  Checks --strict-length (train_check_length).
+train_length train_pair_schedule(batch_reader *in, int64_t per_epoch, int64_t epochs, int batch, bool strict);
+// --resume, before loading: the checkpoint holds optimiser state of this
+// kind (not a safetensors file or a fine-tuned model).
+void train_check_resumable(const char *path, const ckpt_info *info, optim_kind kind);
+// --resume, after loading: the stream starts at the checkpoint's position
+// (step x batch records), else dies saying which pair-sample --start to run.
+void train_check_start(batch_reader *in, int64_t step, int batch);
+// --init: the checkpoint's projection head has the shape of the one built
+// (then it is loaded too).
+bool train_same_head(const model_config *ckpt, const model_config *built);
+// The last words of an interrupted run: what stopped it and whether the
+// last step was saved.
+void train_report_stop(int signal, int64_t step, bool saved, const char *output);
+
 // --strict-length, before training: the stream header must give the
 // schedule's length (epochs x records per epoch), from its start on.
 void train_check_length(const train_length *t, batch_reader *in);
@@ -99,5 +158,78 @@ void train_schedule_done(const train_length *t, batch_reader *in, int64_t consum
 // The stream ended at `step`, before the schedule's last step: a warning,
 // or under --strict-length an error.
 void train_stream_short(const train_length *t, batch_reader *in, int64_t step);
+
+// ---- the kNN monitor (ntxent-step --monitor) ------------------------------------
+//
+// A labeled image stream (one "image" per record with its "case" and a
+// multi-class "label": pair-sample --mode single --no-shuffle --labeled-only
+// | augment --eval) is read once into memory and split by case: the cases
+// are numbered in the order of their first record and every fifth one (the
+// 5th, 10th, ...) is a query case, the others make the bank, so no case is
+// on both sides.  A measurement runs the encoder in eval mode over every
+// image (the running statistics normalise, nothing is updated) and
+// classifies each query's features (n, F) against the bank's with knn.h.
+
+typedef struct train_monitor train_monitor;
+
+// Reads the stream at path and dies naming it when a record is not a
+// labeled image of in_ch channels, the labels are multi-label, or there are
+// fewer than 5 cases (no query).
+train_monitor *train_monitor_open(const char *path, int in_ch, int k, double temperature);
+// "812 images of 400 cases: bank 650 images (320 cases), 162 queries (80 cases), 10 classes"
+void train_monitor_describe(const train_monitor *mon, char *buf, size_t len);
+// The fraction of queries whose predicted class is their label, with the
+// encoder as it is (NaN when a feature is not finite), running `rows`
+// images per forward.  Between training steps only: it overwrites the
+// encoder's activations, which a backward would need, and nothing else.
+double train_monitor_eval(train_monitor *mon, resnet *enc, int rows);
+void train_monitor_free(train_monitor *mon);
+
+// The monitor in a trainer: its options, the command line a checkpoint
+// records (without them: a run with the monitor writes the same bytes as
+// one without), the measurements between steps and the report at the end.
+enum { OPT_MONITOR = 1100, OPT_MONITOR_EVERY, OPT_MONITOR_K, OPT_MONITOR_T };
+
+#define MONITOR_LONGOPTS                                                                         \
+    {"monitor", required_argument, 0, OPT_MONITOR},                                              \
+    {"monitor-every", required_argument, 0, OPT_MONITOR_EVERY},                                  \
+    {"monitor-k", required_argument, 0, OPT_MONITOR_K}, {"monitor-t", required_argument, 0, OPT_MONITOR_T}
+
+#define MONITOR_OPTIONS_HELP                                                                          \
+    "      --monitor IMAGES    kNN accuracy of the encoder's features on labeled images (pair-sample\n" \
+    "                          --mode single --no-shuffle --labeled-only | augment --eval): every\n"   \
+    "                          fifth case a query, the others the bank; logged (knn_acc) and shown\n"  \
+    "      --monitor-every N   measure every N steps and at the last (default 50)\n"                   \
+    "      --monitor-k K       neighbours (default 20)\n"                                              \
+    "      --monitor-t T       vote weight exp(similarity / T) (default 0.07)\n"
+
+typedef struct {
+    const char *path;          // NULL: no monitor
+    int64_t every;
+    int k;
+    double t;
+    const char **args;         // the options' arguments as given, to drop from the recorded command line
+    int nargs;
+    char **given_argv;         // argv as main received it (getopt_long permutes argv)
+    train_monitor *mon;
+    double acc, seconds;       // the last measurement; time spent measuring
+    int64_t runs, step;        // measurements so far; the step of the last
+} monitor_opts;
+
+// Before getopt_long: keeps argv as given.
+void monitor_opts_init(monitor_opts *m, int argc, char **argv);
+// Handles one of MONITOR_LONGOPTS; false for any other option.
+bool monitor_opts_parse(monitor_opts *m, int opt, const char *arg);
+// After the options: a usage error for the monitor's options without
+// --monitor; returns the command line checkpoints record (free it).
+char **monitor_opts_args(monitor_opts *m, int argc, int *ck_argc);
+// Opens the stream (dies on a bad one) and says what it holds unless quiet.
+void monitor_start(monitor_opts *m, int in_ch, bool quiet);
+// After step `step` of `last`: measures when it is due; true when it did.
+bool monitor_after_step(monitor_opts *m, int64_t step, int64_t last, resnet *enc, int rows);
+// " knn-acc 0.545 (step 56)" after the first measurement, else "".
+void monitor_progress_text(const monitor_opts *m, char *buf, size_t len);
+// The cost line at the end (unless quiet), then frees everything.
+void monitor_finish(monitor_opts *m, double run_seconds, bool quiet);
 
 #endif

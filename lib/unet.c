@@ -107,6 +107,7 @@ void unet_free(unet_decoder *d)
     free(d->arena);
     free(d->grad[0]);
     free(d->grad[1]);
+    free(d->gate_grad);
     memset(d, 0, sizeof *d);
 }
 
@@ -123,7 +124,7 @@ bool unet_size_ok(const unet_decoder *d, int h, int w, char *err, size_t errlen)
 // Places every activation of a forward at (n, h, w) in the arena (when
 // store) and returns the floats needed; *largest gets the largest gradient
 // any step of backward holds.
-static size_t layout(unet_decoder *d, bool store, int n, int h, int w, bool gated, size_t *largest)
+static size_t layout(unet_decoder *d, bool store, int n, int h, int w, bool gated, bool mixed, size_t *largest)
 {
     size_t used = 0;
     *largest = 0;
@@ -142,6 +143,19 @@ static size_t layout(unet_decoder *d, bool store, int n, int h, int w, bool gate
         PLACE(d->gate_hidden, (size_t)n * UNET_GATE_HIDDEN);
         PLACE(d->gate, (size_t)n * c4);
         PLACE(d->gated, (size_t)n * c4 * h4 * w4);
+    }
+    if (mixed) {
+        if (gated) {
+            PLACE(d->gate_hidden_b, (size_t)n * UNET_GATE_HIDDEN);
+            PLACE(d->gate_b, (size_t)n * c4);
+            PLACE(d->gated_b, (size_t)n * c4 * h4 * w4);
+        }
+        PLACE(d->mix, (size_t)n * c4 * h4 * w4);
+        for (int k = 0; k < 4; k++) {
+            int sc, sh, sw;
+            resnet_stage_shape(&d->encoder, 3 - k, h, w, &sc, &sh, &sw);
+            PLACE(d->mix_skips[k], (size_t)n * sc * sh * sw);
+        }
     }
     int cur_h = h4, cur_w = w4;
     for (int i = 0; i < UNET_BLOCKS; i++) {
@@ -165,56 +179,107 @@ static size_t layout(unet_decoder *d, bool store, int n, int h, int w, bool gate
     return used;
 }
 
-void unet_forward(unet_decoder *d, bool training, int n, int h, int w, const float *bottleneck,
-                  const float *const skips[4], const float *code)
+// gate (n, C) = sigmoid(fc2(relu(fc1(code)))); gated = bottleneck x gate.
+static void gate_apply(unet_decoder *d, int n, size_t map4, const float *code, const float *bottleneck,
+                       float *hidden, float *gate, float *gated)
+{
+    linear_forward(&d->gate_fc1, n, code, hidden);
+    relu_forward((size_t)n * UNET_GATE_HIDDEN, hidden, hidden);
+    linear_forward(&d->gate_fc2, n, hidden, gate);
+    sigmoid_forward((size_t)n * d->bottleneck_ch, gate, gate);
+    gate_forward(n, d->bottleneck_ch, map4, bottleneck, gate, gated);
+}
+
+// y = alpha a + (1 - alpha) b, the factors rounded to float once (as
+// PyTorch's alpha * x1 + (1 - alpha) * x2 with a Python float alpha).
+static void mix_maps(size_t count, float alpha, const float *a, const float *b, float *y)
+{
+    const float fa = alpha, fb = (float)(1.0 - (double)alpha);
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < (long)count; i++)
+        y[i] = fa * a[i] + fb * b[i];
+}
+
+static void scale_maps(size_t count, float s, float *y)
+{
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < (long)count; i++)
+        y[i] *= s;
+}
+
+void unet_forward_mix(unet_decoder *d, bool training, int n, int h, int w, const unet_input *a,
+                      const unet_input *b, float alpha)
 {
     char err[200];
     if (!unet_size_ok(d, h, w, err, sizeof err))
         die("decoder", "%s", err);
-    size_t largest, need = layout(d, false, n, h, w, code != NULL, &largest);
+    bool gated = a->code != NULL, mixed = b != NULL;
+    if (mixed && (b->code != NULL) != gated)
+        die("decoder", "mixing a gated input with an ungated one");
+    size_t largest, need = layout(d, false, n, h, w, gated, mixed, &largest);
     if (need > d->arena_floats) {
         free(d->arena);
         d->arena = xaligned_alloc(mul_size(need, sizeof(float), "decoder activations"));
         d->arena_floats = need;
     }
-    layout(d, true, n, h, w, code != NULL, &largest);
+    layout(d, true, n, h, w, gated, mixed, &largest);
     d->training = training;
     d->n = n, d->h = h, d->w = w;
-    d->bottleneck = bottleneck, d->code = code;
-    for (int k = 0; k < 4; k++)
-        d->skips[k] = skips[k];
+    d->bottleneck = a->bottleneck, d->code = a->code;
+    d->mixed = mixed, d->alpha = mixed ? alpha : 1;
+    d->bottleneck_b = mixed ? b->bottleneck : NULL, d->code_b = mixed ? b->code : NULL;
 
-    // gate (n, C) = sigmoid(fc2(relu(fc1(code)))); gated = bottleneck x gate.
     const unet_block *first = &d->blocks[0];
-    const float *cur = bottleneck;
-    if (code) {
-        linear_forward(&d->gate_fc1, n, code, d->gate_hidden);
-        relu_forward((size_t)n * UNET_GATE_HIDDEN, d->gate_hidden, d->gate_hidden);
-        linear_forward(&d->gate_fc2, n, d->gate_hidden, d->gate);
-        sigmoid_forward((size_t)n * d->bottleneck_ch, d->gate, d->gate);
-        gate_forward(n, d->bottleneck_ch, (size_t)first->in_h * first->in_w, bottleneck, d->gate, d->gated);
+    size_t map4 = (size_t)first->in_h * first->in_w, bottleneck_n = (size_t)n * d->bottleneck_ch * map4;
+    const float *cur = a->bottleneck;
+    if (gated) {
+        gate_apply(d, n, map4, a->code, a->bottleneck, d->gate_hidden, d->gate, d->gated);
         cur = d->gated;
     }
+    for (int k = 0; k < 4; k++)
+        d->skips[k] = a->skips[k];
+    if (mixed) {
+        const float *cur_b = b->bottleneck;
+        if (gated) {
+            gate_apply(d, n, map4, b->code, b->bottleneck, d->gate_hidden_b, d->gate_b, d->gated_b);
+            cur_b = d->gated_b;
+        }
+        mix_maps(bottleneck_n, alpha, cur, cur_b, d->mix);
+        cur = d->mix;
+        for (int k = 0; k < 4; k++) {
+            int sc, sh, sw;
+            resnet_stage_shape(&d->encoder, 3 - k, h, w, &sc, &sh, &sw);
+            mix_maps((size_t)n * sc * sh * sw, alpha, a->skips[k], b->skips[k], d->mix_skips[k]);
+            d->skips[k] = d->mix_skips[k];
+        }
+    }
     for (int i = 0; i < UNET_BLOCKS; i++) {
-        unet_block *b = &d->blocks[i];
-        size_t map = (size_t)b->h * b->w;
-        if (b->upsample) {
-            upsample2x_forward(n, b->in_ch, b->in_h, b->in_w, cur, b->up);
-            cur = b->up;
+        unet_block *bl = &d->blocks[i];
+        size_t map = (size_t)bl->h * bl->w;
+        if (bl->upsample) {
+            upsample2x_forward(n, bl->in_ch, bl->in_h, bl->in_w, cur, bl->up);
+            cur = bl->up;
         }
-        if (b->skip_ch) {
-            concat_forward(n, b->in_ch, b->skip_ch, map, cur, skips[i], b->cat);
-            cur = b->cat;
+        if (bl->skip_ch) {
+            concat_forward(n, bl->in_ch, bl->skip_ch, map, cur, d->skips[i], bl->cat);
+            cur = bl->cat;
         }
-        conv2d_forward(&b->conv1, n, b->h, b->w, cur, b->c1);
-        batchnorm_forward(&b->bn1, training, n, (int)map, b->c1, NULL, true, b->a1);
-        conv2d_forward(&b->conv2, n, b->h, b->w, b->a1, b->c2);
-        batchnorm_forward(&b->bn2, training, n, (int)map, b->c2, NULL, true, b->a2);
-        cur = b->a2;
+        conv2d_forward(&bl->conv1, n, bl->h, bl->w, cur, bl->c1);
+        batchnorm_forward(&bl->bn1, training, n, (int)map, bl->c1, NULL, true, bl->a1);
+        conv2d_forward(&bl->conv2, n, bl->h, bl->w, bl->a1, bl->c2);
+        batchnorm_forward(&bl->bn2, training, n, (int)map, bl->c2, NULL, true, bl->a2);
+        cur = bl->a2;
     }
     conv2d_forward(&d->head, n, h, w, cur, d->output);
     bias_forward(n, d->out_ch, (size_t)h * w, d->head_bias, d->output);
     sigmoid_forward((size_t)n * d->out_ch * h * w, d->output, d->output);
+}
+
+void unet_forward(unet_decoder *d, bool training, int n, int h, int w, const float *bottleneck,
+                  const float *const skips[4], const float *code)
+{
+    unet_input a = {.bottleneck = bottleneck, .skips = {skips[0], skips[1], skips[2], skips[3]}, .code = code};
+    unet_forward_mix(d, training, n, h, w, &a, NULL, 1);
 }
 
 // The input of block i's first conv in the last forward.
@@ -225,14 +290,14 @@ static const float *block_input(const unet_decoder *d, int i)
         return b->cat;
     if (b->upsample)
         return b->up;
-    return i > 0 ? d->blocks[i - 1].a2 : d->code ? d->gated : d->bottleneck;
+    return i > 0 ? d->blocks[i - 1].a2 : d->mixed ? d->mix : d->code ? d->gated : d->bottleneck;
 }
 
 void unet_backward(unet_decoder *d, const float *doutput, float *dbottleneck, float *const dskips[4])
 {
     const int n = d->n, h = d->h, w = d->w;
     size_t largest;
-    layout(d, false, n, h, w, d->code != NULL, &largest);
+    layout(d, false, n, h, w, d->code != NULL, d->mixed, &largest);
     if (largest > d->grad_floats) {
         for (int k = 0; k < 2; k++) {
             free(d->grad[k]);
@@ -255,7 +320,10 @@ void unet_backward(unet_decoder *d, const float *doutput, float *dbottleneck, fl
         conv2d_backward(&b->conv1, n, b->h, b->w, block_input(d, i), q, p, false);
         // p: the gradient at the conv's input (the concatenation, when there is a skip).
         if (b->skip_ch) {
-            concat_backward(n, b->in_ch, b->skip_ch, (size_t)map, p, q, dskips ? dskips[i] : NULL);
+            float *dskip = dskips ? dskips[i] : NULL;
+            concat_backward(n, b->in_ch, b->skip_ch, (size_t)map, p, q, dskip);
+            if (dskip && d->mixed)
+                scale_maps((size_t)n * b->skip_ch * map, d->alpha, dskip);
             t = p, p = q, q = t;
         }
         if (b->upsample) {
@@ -263,9 +331,27 @@ void unet_backward(unet_decoder *d, const float *doutput, float *dbottleneck, fl
             t = p, p = q, q = t;
         }
     }
-    // p: the gradient at the (gated) bottleneck.
+    // p: the gradient at the (gated, mixed) bottleneck.
     const unet_block *first = &d->blocks[0];
     size_t map4 = (size_t)first->in_h * first->in_w, bottleneck_n = (size_t)n * d->bottleneck_ch * map4;
+    if (d->mixed && d->code_b) {
+        // B's gate: its gradient is (1 - alpha) sum over the map of p x B.
+        size_t need = (size_t)n * (UNET_GATE_HIDDEN + d->bottleneck_ch);
+        if (need > d->gate_grad_floats) {
+            free(d->gate_grad);
+            d->gate_grad = xaligned_alloc(mul_size(need, sizeof(float), "decoder gradients"));
+            d->gate_grad_floats = need;
+        }
+        float *dgate = d->gate_grad, *dhidden = d->gate_grad + (size_t)n * d->bottleneck_ch;
+        gate_backward(n, d->bottleneck_ch, map4, d->bottleneck_b, d->gate_b, p, NULL, dgate);
+        scale_maps((size_t)n * d->bottleneck_ch, (float)(1.0 - (double)d->alpha), dgate);
+        sigmoid_backward((size_t)n * d->bottleneck_ch, d->gate_b, dgate, dgate);
+        linear_backward(&d->gate_fc2, n, d->gate_hidden_b, dgate, dhidden);
+        relu_backward((size_t)n * UNET_GATE_HIDDEN, d->gate_hidden_b, dhidden, dhidden);
+        linear_backward(&d->gate_fc1, n, d->code_b, dhidden, NULL);
+    }
+    if (d->mixed)
+        scale_maps(bottleneck_n, d->alpha, p);
     if (!d->code) {
         if (dbottleneck)
             memcpy(dbottleneck, p, bottleneck_n * sizeof *p);

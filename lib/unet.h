@@ -10,6 +10,11 @@
 //   gate:      sigmoid(fc2(ReLU(fc1(code)))), code (n, 6) the view's
 //              transformation (vflip, hflip, one-hot 90-degree rotation),
 //              one value per bottleneck channel and image (6 -> 256 -> C)
+//   mixing:    PCRL's hybrid context decodes alpha A + (1 - alpha) B of two
+//              inputs (the student's maps of one view, the momentum
+//              encoder's of the other): each bottleneck gated by its own
+//              code first, then mixed, and every skip mixed the same way
+//              (the official ShuffleUnetDecoder.forward)
 //
 // Block widths are the official (256, 128, 64, 32, 16) times the encoder's
 // width multiplier (at least 1).  A block upsamples when its skip (for the
@@ -70,9 +75,19 @@ typedef struct {
     // backward) and activations.
     bool training;
     int n, h, w;
-    const float *bottleneck, *skips[4], *code;
+    const float *bottleneck, *code;
+    const float *skips[4];         // the skips the blocks read (mixed ones when mixing)
     float *gate_hidden, *gate;     // (n, 256) after ReLU, (n, C) after the sigmoid
     float *gated;                  // (n, C, h/32, w/32): the bottleneck times the gate
+    // Mixing (unet_forward_mix): B's inputs and gate, and the mixtures.
+    bool mixed;
+    float alpha;
+    const float *bottleneck_b, *code_b;
+    float *gate_hidden_b, *gate_b, *gated_b;
+    float *mix;                    // (n, C, h/32, w/32): what block 0 reads
+    float *mix_skips[4];
+    float *gate_grad;              // backward's (n, 256 + C) for B's gate
+    size_t gate_grad_floats;
     float *output;                 // (n, out_ch, h, w), in [0, 1]
     float *arena;
     size_t arena_floats;
@@ -97,6 +112,20 @@ bool unet_size_ok(const unet_decoder *d, int h, int w, char *err, size_t errlen)
 // unet_backward.  Dies when the size is not unet_size_ok.
 void unet_forward(unet_decoder *d, bool training, int n, int h, int w, const float *bottleneck,
                   const float *const skips[4], const float *code);
+// One input of unet_forward_mix: an encoder's maps and its view's code.
+typedef struct {
+    const float *bottleneck;   // (n, C, h/32, w/32)
+    const float *skips[4];     // layer3, layer2, layer1, the stem
+    const float *code;         // (n, 6), or NULL for no gate
+} unet_input;
+
+// Decodes alpha a + (1 - alpha) b (see "mixing" above); a and b both have a
+// code or neither has.  Same contract as unet_forward; unet_backward then
+// gives the gradients at a's maps (b's get none: in PCRL they are the
+// momentum encoder's), and both codes' paths add into the gate's weights.
+void unet_forward_mix(unet_decoder *d, bool training, int n, int h, int w, const unet_input *a,
+                      const unet_input *b, float alpha);
+
 // doutput: (n, out_ch, h, w), the gradient at d->output.  Adds into the
 // decoder's parameter gradients; writes the gradients at the bottleneck and
 // at each skip (overwritten; any may be NULL: not needed).

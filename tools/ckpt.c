@@ -4,6 +4,7 @@
 //   ckpt show [--json] FILE                      model, parameters, position, origin
 //   ckpt export [--head] [--fc] -o OUT.safetensors CKPT
 //   ckpt import [--model NAME] [--width W] [--in-ch 1] -o OUT.ckpt FILE.safetensors
+//   ckpt reconstruct [--rows N] -o SHEET.png CKPT PAIRS   what a PCRL decoder makes of images
 #include <cJSON.h>
 #include <errno.h>
 #include <getopt.h>
@@ -12,9 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "augment.h"
+#include "batch.h"
+#include "blas.h"
 #include "ckpt.h"
 #include "cli.h"
 #include "model.h"
+#include "pcrl.h"
 #include "safetensors.h"
 #include "stream.h"
 #include "util.h"
@@ -23,6 +28,7 @@ static const char usage_text[] =
     "usage: ckpt show [--json] FILE\n"
     "       ckpt export [--head] [--fc] -o OUT.safetensors CKPT\n"
     "       ckpt import [--model NAME] [--width W] [--in-ch 1] -o OUT.ckpt FILE.safetensors\n"
+    "       ckpt reconstruct [--rows N] -o SHEET.png CKPT PAIRS\n"
     "Look inside checkpoints; move weights to and from safetensors (torchvision's names).\n"
     "\n"
     "commands:\n"
@@ -30,6 +36,8 @@ static const char usage_text[] =
     "                the training position, the optimiser and where it came from\n"
     "  export        a checkpoint's encoder as safetensors (F32, I64 num_batches_tracked)\n"
     "  import        a safetensors file (torchvision, timm, or an export) as a checkpoint\n"
+    "  reconstruct   a PCRL checkpoint's decoder on pairs of augment --targets: a PNG sheet,\n"
+    "                one record a row: input, target, reconstruction of view a, then of b\n"
     "\n"
     "options:\n"
     "  -o, --output F    export, import: the file to write\n"
@@ -40,6 +48,7 @@ static const char usage_text[] =
     "      --width W     import: its width multiplier (default: conv1's channels / 64,\n"
     "                    or what an export of ours says)\n"
     "      --in-ch 1     import: a 1-channel model, conv1 summed over the file's 3 colours\n"
+    "      --rows N      reconstruct: the first N records (default 8)\n"
     "  -h, --help        this text\n"
     "  -V, --version     version\n";
 
@@ -275,27 +284,109 @@ static int import(const char *path, const char *output, int depth, double width,
     return 0;
 }
 
-enum { OPT_JSON = 1000, OPT_HEAD, OPT_FC, OPT_MODEL, OPT_WIDTH, OPT_IN_CH };
+// ---- reconstruct -----------------------------------------------------------------------
+
+// A plane of floats as u8: scaled by 255 (targets and reconstructions, in
+// [0, 1]), or stretched from its own minimum to its maximum (the
+// normalised input view).
+static void to_tile(const float *x, size_t n, bool stretch, uint8_t *out)
+{
+    float lo = 0, hi = 1;
+    if (stretch) {
+        lo = hi = x[0];
+        for (size_t i = 1; i < n; i++)
+            lo = x[i] < lo ? x[i] : lo, hi = x[i] > hi ? x[i] : hi;
+    }
+    float scale = hi > lo ? 255 / (hi - lo) : 0;
+    for (size_t i = 0; i < n; i++) {
+        float v = (x[i] - lo) * scale + 0.5f;
+        out[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+    }
+}
+
+static int reconstruct(const char *path, const char *pairs_path, const char *output, int rows)
+{
+    model_config c;
+    ckpt_info info;
+    char err[400];
+    if (!ckpt_read_header(path, &c, &info, err, sizeof err))
+        die(path, "%s", err);
+    ckpt_info_free(&info);
+    blas_init(0);
+    model m;
+    model_init(&m, &c, 0);
+    unet_decoder d;
+    unet_init(&d, &c.encoder, c.encoder.in_ch, 0);
+    ckpt_extra x = {0};
+    pcrl_decoder_tensors(&d, &x);
+    if (!ckpt_load_extra(path, &m, NULL, &x, CKPT_ENCODER | CKPT_EXTRA | CKPT_EXTRA_SUBSET, err, sizeof err))
+        die(path, "%s%s", err, strstr(err, "decoder.") ? " (a checkpoint of pcrl-step has a decoder)" : "");
+    batch_reader *in = batch_open(pairs_path, 2, "pair records with targets from pair-sample | augment --targets");
+    if (!batch_peek(in))
+        die(batch_name(in), "no pair records in the stream");
+    int ch, h, w;
+    batch_shape(in, &ch, &h, &w);
+    if (ch != c.encoder.in_ch)
+        die(batch_name(in), "%d-channel images, the model takes %d", ch, c.encoder.in_ch);
+    if (h != w)
+        die(batch_name(in), "%dx%d images: the sheet takes square ones (augment --size)", w, h);
+    if (!unet_size_ok(&d, h, w, err, sizeof err))
+        die(batch_name(in), "%s", err);
+    check_writable(output);
+    size_t plane = (size_t)ch * h * w;
+    float *views = xaligned_alloc(2 * (size_t)rows * plane * sizeof(float));
+    float *targets = xaligned_alloc(2 * (size_t)rows * plane * sizeof(float));
+    float *codes = xmalloc(2 * (size_t)rows * 6 * sizeof(float));
+    int n = batch_next_targets(in, rows, views, targets, codes, NULL);
+    // Views a and b are rows 2k and 2k + 1: the decoder takes them all at once.
+    pcrl_reconstruct(&m, &d, 2 * n, h, w, views, codes);
+    uint8_t **tiles = xcalloc(6 * (size_t)n, sizeof *tiles);
+    for (int k = 0; k < 2 * n; k++) {
+        int row = k / 2, col = 3 * (k % 2);
+        const float *sources[3] = {views + k * plane, targets + k * plane, d.output + k * plane};
+        for (int j = 0; j < 3; j++) {
+            tiles[row * 6 + col + j] = xmalloc(plane);
+            to_tile(sources[j], plane, j == 0, tiles[row * 6 + col + j]);
+        }
+    }
+    if (!aug_write_sheet(output, n, 6, ch, h, tiles, err, sizeof err))
+        die(output, "%s", err);
+    for (int t = 0; t < 6 * n; t++)
+        free(tiles[t]);
+    free(tiles);
+    free(views);
+    free(targets);
+    free(codes);
+    batch_close(in);
+    ckpt_extra_free(&x);
+    unet_free(&d);
+    model_free(&m);
+    conv_workspace_release();
+    return 0;
+}
+
+enum { OPT_JSON = 1000, OPT_HEAD, OPT_FC, OPT_MODEL, OPT_WIDTH, OPT_IN_CH, OPT_ROWS };
 
 int main(int argc, char **argv)
 {
     util_init(argv[0]);
-    enum { CMD_NONE, CMD_SHOW, CMD_EXPORT, CMD_IMPORT } cmd = CMD_NONE;
+    enum { CMD_NONE, CMD_SHOW, CMD_EXPORT, CMD_IMPORT, CMD_RECONSTRUCT } cmd = CMD_NONE;
     if (argc > 1)
         cmd = strcmp(argv[1], "show") == 0     ? CMD_SHOW
               : strcmp(argv[1], "export") == 0 ? CMD_EXPORT
               : strcmp(argv[1], "import") == 0 ? CMD_IMPORT
+              : strcmp(argv[1], "reconstruct") == 0 ? CMD_RECONSTRUCT
                                                : CMD_NONE;
     const char *output = NULL;
     bool json = false;
     unsigned parts = CKPT_ENCODER;
-    int depth = 0, in_ch = 0;
+    int depth = 0, in_ch = 0, rows = 0;
     double width = 0;
     static const struct option longopts[] = {
         {"output", required_argument, 0, 'o'}, {"json", no_argument, 0, OPT_JSON},
         {"head", no_argument, 0, OPT_HEAD},     {"fc", no_argument, 0, OPT_FC},
         {"model", required_argument, 0, OPT_MODEL}, {"width", required_argument, 0, OPT_WIDTH},
-        {"in-ch", required_argument, 0, OPT_IN_CH},
+        {"in-ch", required_argument, 0, OPT_IN_CH}, {"rows", required_argument, 0, OPT_ROWS},
         {"help", no_argument, 0, 'h'},          {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0}};
     optind = cmd == CMD_NONE ? 1 : 2;
@@ -312,15 +403,16 @@ int main(int argc, char **argv)
             break;
         case OPT_WIDTH: width = cli_double("--width", optarg, 1.0 / 64, 16); break;
         case OPT_IN_CH: in_ch = (int)cli_int("--in-ch", optarg, 1, 3); break;
+        case OPT_ROWS: rows = (int)cli_int("--rows", optarg, 1, 256); break;
         case 'h': fputs(usage_text, stdout); return 0;
         case 'V': cli_version(NULL); return 0;
         default: die_usage("unknown option");
         }
     }
     if (cmd == CMD_NONE)
-        die_usage("say what to do: ckpt show, ckpt export or ckpt import (ckpt --help)");
-    if (optind != argc - 1)
-        die_usage("one input file");
+        die_usage("say what to do: ckpt show, ckpt export, ckpt import or ckpt reconstruct (ckpt --help)");
+    if (cmd == CMD_RECONSTRUCT ? optind != argc - 2 : optind != argc - 1)
+        die_usage(cmd == CMD_RECONSTRUCT ? "a checkpoint and a pair stream" : "one input file");
     const char *input = argv[optind];
     if (json && cmd != CMD_SHOW)
         die_usage("--json goes with 'ckpt show'");
@@ -328,14 +420,18 @@ int main(int argc, char **argv)
         die_usage("--head and --fc go with 'ckpt export'");
     if ((depth || width || in_ch) && cmd != CMD_IMPORT)
         die_usage("--model, --width and --in-ch go with 'ckpt import'");
+    if (rows && cmd != CMD_RECONSTRUCT)
+        die_usage("--rows goes with 'ckpt reconstruct'");
     if (cmd == CMD_SHOW) {
         if (output)
-            die_usage("-o goes with 'ckpt export' and 'ckpt import'");
+            die_usage("-o goes with 'ckpt export', 'ckpt import' and 'ckpt reconstruct'");
         return show(input, json);
     }
     if (!output)
         die_usage("say where to write: -o FILE");
     if (cmd == CMD_EXPORT)
         return export(input, output, parts);
+    if (cmd == CMD_RECONSTRUCT)
+        return reconstruct(input, argv[optind + 1], output, rows ? rows : 8);
     return import(input, output, depth, width, in_ch, argc, argv);
 }

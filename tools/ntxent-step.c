@@ -53,7 +53,8 @@ static const char usage_text[] =
     "                          it has the same shape; or .safetensors): step 2 of the protocol\n"
     "      --resume CKPT       continue a run exactly (feed pair-sample --start STEP x N)\n"
     "      --save-every K      also save every K steps (default 0: at the end only)\n"
-    "      --log FILE          per-step TSV: step epoch loss pos_acc lr images_per_s\n"
+    "      --log FILE          per-step TSV: step epoch loss pos_acc lr images_per_s knn_acc\n"
+    MONITOR_OPTIONS_HELP
     "      --seed S            initial weights (default 0)\n"
     "      --check-ranks K     under mpirun, compare a hash of every rank's weights, batch-norm\n"
     "                          statistics and optimiser state every K steps (a debugging aid)\n"
@@ -62,9 +63,7 @@ static const char usage_text[] =
     "  -h, --help, -V, --version\n"
     MODEL_OPTIONS_HELP;
 
-enum { OPT_TAU = 2000, OPT_LR, OPT_SCALING, OPT_OPTIM, OPT_MOMENTUM, OPT_WD, OPT_WARMUP, OPT_EPOCHS, OPT_PPE,
-       OPT_INIT, OPT_RESUME, OPT_SAVE_EVERY, OPT_LOG, OPT_SEED, OPT_STRICT_LENGTH, OPT_MICRO,
-       OPT_CHECK_RANKS };
+enum { OPT_TAU = 2000, OPT_MICRO, OPT_CHECK_RANKS };
 
 // An error that every rank finds alike, from what they all share: rank 0
 // says it (once, not K times), every rank leaves the job and exits.
@@ -158,68 +157,33 @@ int main(int argc, char **argv)
     common_opts co = {0};
     model_opts mo;
     model_opts_init(&mo);
-    const char *output = NULL, *init = NULL, *resume = NULL, *log_path = NULL;
-    int batch = 256, micro = 0;
-    double tau = 0.1, base_lr = 0.3, momentum = 0.9, weight_decay = 1e-6, warmup_epochs = 0;
-    int64_t epochs = 0, pairs_per_epoch = 0, save_every = 0, check_ranks = 0;
-    uint64_t seed = 0;
-    bool warmup_given = false, strict_length = false;
-    lr_scaling scaling = LR_SCALING_LINEAR;
-    optim_kind okind = OPTIM_LARS;
+    double tau = 0.1;
+    int micro = 0;
+    int64_t check_ranks = 0;
+    pretrain_opts po = {.batch = 256, .lr = 0.3, .momentum = 0.9, .weight_decay = 1e-6,
+                        .scaling = LR_SCALING_LINEAR, .optimizer = OPTIM_LARS};
+    monitor_opts mon;
+    monitor_opts_init(&mon, argc, argv);
     static const struct option longopts[] = {
-        {"output", required_argument, 0, 'o'}, {"batch", required_argument, 0, 'b'},
-        {"tau", required_argument, 0, OPT_TAU}, {"lr", required_argument, 0, OPT_LR},
-        {"lr-scaling", required_argument, 0, OPT_SCALING}, {"optimizer", required_argument, 0, OPT_OPTIM},
-        {"momentum", required_argument, 0, OPT_MOMENTUM}, {"weight-decay", required_argument, 0, OPT_WD},
-        {"warmup-epochs", required_argument, 0, OPT_WARMUP}, {"epochs", required_argument, 0, OPT_EPOCHS},
-        {"pairs-per-epoch", required_argument, 0, OPT_PPE}, {"init", required_argument, 0, OPT_INIT},
-        {"resume", required_argument, 0, OPT_RESUME}, {"save-every", required_argument, 0, OPT_SAVE_EVERY},
-        {"log", required_argument, 0, OPT_LOG}, {"seed", required_argument, 0, OPT_SEED},
-        {"strict-length", no_argument, 0, OPT_STRICT_LENGTH}, {"micro-batch", required_argument, 0, OPT_MICRO},
-        {"check-ranks", required_argument, 0, OPT_CHECK_RANKS},
-        COMMON_LONGOPTS, MODEL_LONGOPTS, {0, 0, 0, 0}};
+        {"tau", required_argument, 0, OPT_TAU}, {"micro-batch", required_argument, 0, OPT_MICRO},
+        {"check-ranks", required_argument, 0, OPT_CHECK_RANKS}, PRETRAIN_LONGOPTS, MONITOR_LONGOPTS, COMMON_LONGOPTS, MODEL_LONGOPTS,
+        {0, 0, 0, 0}};
     int opt;
-    while ((opt = getopt_long(argc, argv, "o:b:" COMMON_SHORTOPTS, longopts, NULL)) != -1) {
-        if (model_opts_parse(&mo, opt, optarg) || common_opts_parse(&co, opt, optarg, usage_text))
+    while ((opt = getopt_long(argc, argv, PRETRAIN_SHORTOPTS COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+        if (pretrain_opts_parse(&po, opt, optarg) || model_opts_parse(&mo, opt, optarg) ||
+            monitor_opts_parse(&mon, opt, optarg) || common_opts_parse(&co, opt, optarg, usage_text))
             continue;
         switch (opt) {
-        case 'o': output = optarg; break;
-        case 'b': batch = (int)cli_int("--batch", optarg, 2, 1 << 16); break;
         case OPT_TAU: tau = cli_double("--tau", optarg, 1e-4, 100); break;
-        case OPT_LR: base_lr = cli_double("--lr", optarg, 0, 1e4); break;
-        case OPT_SCALING:
-            if (!lr_scaling_parse(optarg, &scaling))
-                die_usage("--lr-scaling: '%s' is not linear or sqrt", optarg);
-            break;
-        case OPT_OPTIM:
-            if (!optim_kind_parse(optarg, &okind))
-                die_usage("--optimizer: '%s' is not lars, sgd or adamw", optarg);
-            break;
-        case OPT_MOMENTUM: momentum = cli_double("--momentum", optarg, 0, 1); break;
-        case OPT_WD: weight_decay = cli_double("--weight-decay", optarg, 0, 1); break;
-        case OPT_WARMUP:
-            warmup_epochs = cli_double("--warmup-epochs", optarg, 0, 1e6);
-            warmup_given = true;
-            break;
-        case OPT_EPOCHS: epochs = cli_int("--epochs", optarg, 1, 1 << 30); break;
-        case OPT_PPE: pairs_per_epoch = cli_int("--pairs-per-epoch", optarg, 1, INT64_MAX / 2); break;
-        case OPT_INIT: init = optarg; break;
-        case OPT_RESUME: resume = optarg; break;
-        case OPT_SAVE_EVERY: save_every = cli_int("--save-every", optarg, 0, INT64_MAX); break;
-        case OPT_LOG: log_path = optarg; break;
-        case OPT_SEED: seed = (uint64_t)cli_int("--seed", optarg, 0, INT64_MAX); break;
-        case OPT_STRICT_LENGTH: strict_length = true; break;
         case OPT_CHECK_RANKS: check_ranks = cli_int("--check-ranks", optarg, 1, INT64_MAX); break;
         case OPT_MICRO: micro = (int)cli_int("--micro-batch", optarg, 1, 1 << 16); break;
         default: die_usage("unknown option");
         }
     }
-    if (!output)
-        die_usage("no output: name the checkpoint with -o");
-    if (optind < argc - 1)
-        die_usage("at most one input stream");
-    if (init && resume)
-        die_usage("--init and --resume exclude each other (--resume continues a run, --init starts one)");
+    pretrain_opts_check(&po, argc - optind);
+    int ck_argc;
+    char **ck_argv = monitor_opts_args(&mon, argc, &ck_argc);
+    const int batch = po.batch;
     if (!micro)
         micro = batch / gcd(batch, 8);
     if (batch % micro)
@@ -230,13 +194,15 @@ int main(int argc, char **argv)
     if (local % micro)
         fail_all(EXIT_USAGE, NULL, "--batch %d over %d ranks: each rank's %d pairs are not whole micro-batches of "
                  "%d (--micro-batch): give a --micro-batch that divides %d", batch, K, local, micro, local);
-    if (strict_length && K > 1)
+    if (po.strict_length && K > 1)
         fail_all(EXIT_USAGE, NULL, "--strict-length is not supported over several ranks yet");
-    // Rank 0 speaks for the run and writes its files.
-    if (rank > 0)
+    // Rank 0 speaks for the run, writes its files and runs the monitor.
+    if (rank > 0) {
         co.quiet = true;
+        mon.path = NULL;
+    }
     if (rank == 0)
-        check_writable(output);
+        check_writable(po.output);
     blas_init(co.threads);
 
     batch_reader *in = batch_open(optind < argc ? argv[optind] : NULL, 2,
@@ -252,22 +218,13 @@ int main(int argc, char **argv)
                 rank, K, batch, si->shard[1] ? "another shard" : "a whole stream", rank, K, batch);
     }
     check_ranks_agree(argc, argv, optind, si, c, h, w);
-    if (!pairs_per_epoch)
-        pairs_per_epoch = si->pairs_per_epoch;
-    if (!epochs)
-        epochs = si->epochs;
-    if (!pairs_per_epoch || !epochs)
-        die(batch_name(in), "the stream header gives no pairs_per_epoch/epochs: give --pairs-per-epoch and --epochs");
-    // Every full batch of the schedule's pairs is a step (SimCLR's
-    // total_steps is one more: its rate at the last step is never used).
-    train_length length = {.unit = "pairs", .per_epoch = pairs_per_epoch, .epochs = epochs,
-                           .steps = pairs_per_epoch * epochs / batch, .strict = strict_length};
-    train_check_length(&length, in);
+    train_length length = train_pair_schedule(in, po.pairs_per_epoch, po.epochs, po.batch, po.strict_length);
+    po.pairs_per_epoch = length.per_epoch, po.epochs = length.epochs;
 
     // The model: fresh, from --init, or from --resume.
     model_config ckcfg;
     ckpt_info info = {.loss = NAN};
-    const char *from = resume ? resume : init;
+    const char *from = po.resume ? po.resume : po.init;
     char err[300];
     if (from && !ckpt_read_header(from, &ckcfg, &info, err, sizeof err))
         die(from, "%s", err);
@@ -276,47 +233,40 @@ int main(int argc, char **argv)
         die_usage("--head-layers 0: contrastive training needs a projection head");
     cfg.classes = 0;
     model m;
-    model_init(&m, &cfg, seed);
+    model_init(&m, &cfg, po.seed);
     model_set_micro(&m, 2 * micro);
-    optim_config oc = optim_defaults(okind);
-    oc.momentum = okind == OPTIM_ADAMW ? oc.momentum : momentum;
-    oc.weight_decay = weight_decay;
+    optim_config oc = pretrain_optim_config(&po);
     optimizer *o = optim_create(&m.params, &oc);
     int64_t step = 0;
-    if (resume) {
-        if (!info.optimizer[0])
-            die(resume, "no optimiser state in it (a safetensors file, or a fine-tuned model): --resume continues "
-                "a run of ntxent-step, --init starts one from these weights");
-        if (strcmp(info.optimizer, optim_kind_name(okind)) != 0)
-            die(resume, "saved with optimizer '%s', this run uses '%s'", info.optimizer, optim_kind_name(okind));
-        ckpt_load(resume, &m, o, CKPT_ENCODER | CKPT_HEAD | CKPT_STATE);
+    if (po.resume) {
+        train_check_resumable(po.resume, &info, po.optimizer);
+        ckpt_load(po.resume, &m, o, CKPT_ENCODER | CKPT_HEAD | CKPT_STATE);
         step = info.step;
-        if (si->start != step * batch)
-            die(batch_name(in), "the stream starts at pair %lld, the checkpoint is at pair %lld (step %lld x "
-                "batch %d): run pair-sample --start %lld", (long long)si->start, (long long)(step * batch),
-                (long long)step, batch, (long long)(step * batch));
-    } else if (init) {
-        bool same_head = ckcfg.head_layers == cfg.head_layers && ckcfg.proj_dim == cfg.proj_dim &&
-                         ckcfg.head_hidden == cfg.head_hidden;
-        ckpt_load(init, &m, NULL, CKPT_ENCODER | (same_head ? CKPT_HEAD : 0));
+        train_check_start(in, step, po.batch);
+    } else if (po.init) {
+        bool same_head = train_same_head(&ckcfg, &cfg);
+        ckpt_load(po.init, &m, NULL, CKPT_ENCODER | (same_head ? CKPT_HEAD : 0));
         if (!co.quiet)
-            fprintf(stderr, "ntxent-step: %s: initialised the encoder%s\n", init,
+            fprintf(stderr, "ntxent-step: %s: initialised the encoder%s\n", po.init,
                     same_head ? " and the projection head" : " (the head is new: its shape differs)");
     }
     ckpt_info_free(&info);
 
     // SimCLR's 10 warm-up epochs are a tenth of its shortest schedule.
-    if (!warmup_given)
-        warmup_epochs = epochs < 100 ? (double)epochs / 10 : 10;
-    lr_schedule sched = lr_schedule_simclr(base_lr, scaling, batch, pairs_per_epoch, epochs, warmup_epochs);
-    train_check_warmup(&length, &sched, warmup_epochs, warmup_given);
+    if (!po.warmup_given)
+        po.warmup_epochs = po.epochs < 100 ? (double)po.epochs / 10 : 10;
+    lr_schedule sched = lr_schedule_simclr(po.lr, po.scaling, po.batch, po.pairs_per_epoch, po.epochs, po.warmup_epochs);
+    train_check_warmup(&length, &sched, po.warmup_epochs, po.warmup_given);
     FILE *log = NULL;
-    if (log_path && rank == 0) {
-        log = fopen(log_path, resume ? "a" : "w");
+    // Read and checked before the log is opened and the first step: a bad
+    // stream stops the run before it writes anything.
+    monitor_start(&mon, cfg.encoder.in_ch, co.quiet);
+    if (po.log_path && rank == 0) {
+        log = fopen(po.log_path, po.resume ? "a" : "w");
         if (!log)
-            die(log_path, "cannot open: %s", strerror(errno));
-        if (!resume)
-            fprintf(log, "step\tepoch\tloss\tpos_acc\tlr\timages_per_s\n");
+            die(po.log_path, "cannot open: %s", strerror(errno));
+        if (!po.resume)
+            fprintf(log, "step\tepoch\tloss\tpos_acc\tlr\timages_per_s\tknn_acc\n");
     }
     if (!co.quiet) {
         char desc[200];
@@ -382,22 +332,31 @@ int main(int argc, char **argv)
         step++;
         last_loss = loss;
         loss_avg = isnan(loss_avg) ? loss : 0.98 * loss_avg + 0.02 * loss;
-        double dt = now_seconds() - t0, epoch = (double)(step * batch) / pairs_per_epoch;
+        double dt = now_seconds() - t0, epoch = (double)(step * po.batch) / po.pairs_per_epoch;
+        // Between steps, when the training forward's activations are no
+        // longer needed; rows of 2n images, the training batch, so that
+        // images of the training's size need no larger buffers.
+        bool measured = monitor_after_step(&mon, step, length.steps, &m.enc, 2 * n);
         if (log) {
-            fprintf(log, "%lld\t%.4f\t%.6f\t%.4f\t%.6g\t%.1f\n", (long long)step, epoch, loss,
-                    (double)correct / (2 * batch), lr, 2 * batch / dt);
+            char knn_col[32] = "";
+            if (measured)
+                snprintf(knn_col, sizeof knn_col, "%.4f", mon.acc);
+            fprintf(log, "%lld\t%.4f\t%.6f\t%.4f\t%.6g\t%.1f\t%s\n", (long long)step, epoch, loss,
+                    (double)correct / (2 * batch), lr, 2 * batch / dt, knn_col);
             // A full disk must stop the run, not leave a log that ends early.
             if (fflush(log) != 0 || ferror(log))
-                die(log_path, "write error: %s", strerror(errno));
+                die(po.log_path, "write error: %s", strerror(errno));
         }
         if (!co.quiet) {
             double el = now_seconds() - t_start, per = el / (double)(step - first_step);
-            progress_update(&prog, "step %lld/%lld epoch %.2f loss %.4f (avg %.4f) pos-acc %.3f lr %.4g %.1f img/s %.0f s left",
+            char knn_text[48];
+            monitor_progress_text(&mon, knn_text, sizeof knn_text);
+            progress_update(&prog, "step %lld/%lld epoch %.2f loss %.4f (avg %.4f) pos-acc %.3f%s lr %.4g %.1f img/s %.0f s left",
                             (long long)step, (long long)length.steps, epoch, loss, loss_avg,
-                            (double)correct / (2 * batch), lr, 2 * batch / dt, per * (double)(length.steps - step));
+                            (double)correct / (2 * batch), knn_text, lr, 2 * batch / dt, per * (double)(length.steps - step));
         }
         save.step = step;
-        save.records = step * batch;
+        save.records = step * po.batch;
         save.epoch = (int64_t)epoch;
         save.loss = last_loss;
         // The ranks stop after the same step (a signal reaches them at
@@ -410,8 +369,8 @@ int main(int argc, char **argv)
         }
         if (check_ranks && step % check_ranks == 0)
             check_same_state(&m, o, step);
-        if (save_every && step % save_every == 0 && rank == 0)
-            ckpt_save(output, &m, o, &save, "ntxent-step", argc, argv);
+        if (po.save_every && step % po.save_every == 0 && rank == 0)
+            ckpt_save(po.output, &m, o, &save, "ntxent-step", ck_argc, ck_argv);
     }
     if (!co.quiet)
         progress_done(&prog);
@@ -420,26 +379,25 @@ int main(int argc, char **argv)
         // for input (the producer, stopped by the same signal, may have cut
         // the stream short): either way the last step taken is saved.
         if (step > first_step && rank == 0)
-            ckpt_save(output, &m, o, &save, "ntxent-step", argc, argv);
+            ckpt_save(po.output, &m, o, &save, "ntxent-step", ck_argc, ck_argv);
         if (!co.quiet)
-            fprintf(stderr, "ntxent-step: %s at step %lld: %s%s\n", stop == SIGINT ? "interrupted" : "terminated",
-                    (long long)step, step > first_step ? "checkpoint saved to " : "no step taken, nothing saved",
-                    step > first_step ? output : "");
+            train_report_stop(stop, step, step > first_step, po.output);
     } else {
         if (step == first_step && !schedule_done)
             fail_all(1, batch_name(in), "fewer pairs than one batch of %d: nothing trained", batch);
         if (schedule_done)
-            train_schedule_done(&length, in, (step - first_step) * batch, step, batch, co.quiet);
+            train_schedule_done(&length, in, (step - first_step) * po.batch, step, po.batch, co.quiet);
         save.step = step;   // also when a resumed run had nothing left to do
-        save.records = step * batch;
-        save.epoch = step * batch / pairs_per_epoch;
+        save.records = step * po.batch;
+        save.epoch = step * po.batch / po.pairs_per_epoch;
         if (rank == 0)
-            ckpt_save(output, &m, o, &save, "ntxent-step", argc, argv);
+            ckpt_save(po.output, &m, o, &save, "ntxent-step", ck_argc, ck_argv);
         if (!co.quiet)
             fprintf(stderr, "ntxent-step: %lld steps, final loss %.4f, %.1f images/s; saved %s\n",
                     (long long)(step - first_step), last_loss,
-                    2.0 * batch * (double)(step - first_step) / (now_seconds() - t_start), output);
+                    2.0 * po.batch * (double)(step - first_step) / (now_seconds() - t_start), po.output);
     }
+    monitor_finish(&mon, now_seconds() - t_start, co.quiet);
     if (!co.quiet && dist_active()) {
         double mpi, convert, total = now_seconds() - t_start;
         dist_times(&mpi, &convert);
@@ -447,7 +405,8 @@ int main(int argc, char **argv)
                 "fixed point, of %.2f s\n", K, mpi, convert, total);
     }
     if (log && fclose(log) != 0)
-        die(log_path, "write error: %s", strerror(errno));
+        die(po.log_path, "write error: %s", strerror(errno));
+    free(ck_argv);
     free(x);
     free(z);
     free(dz);

@@ -18,12 +18,14 @@ cell() { # json statistic -> "0.812 [0.79, 0.83]"
         { printf "%.3f [%.3f, %.3f]", $1, $2, $3 }'
 }
 
-methods="baseline simclr micle"
+methods="baseline simclr micle pcrl pcrl-micle"
 label() {
     case $1 in
         baseline) echo "supervised, random init" ;;
         simclr) echo "SimCLR (natural -> cases) + fine-tune" ;;
         micle) echo "MICLe (natural -> cases) + fine-tune" ;;
+        pcrl) echo "PCRL (natural -> cases) + fine-tune" ;;
+        pcrl-micle) echo "PCRL on MICLe pairs (natural -> cases) + fine-tune" ;;
         natural) echo "SimCLR on natural images only" ;;
     esac
 }
@@ -39,7 +41,7 @@ for split in test test_shift; do
             printf '| %s |' "$(label $m)"
             for f in $fractions 1; do printf ' %s |' "$(cell "$run/ft-$m-$f/$split.json" $metric)"; done; echo
         done
-        for m in natural simclr micle; do
+        for m in natural simclr micle pcrl pcrl-micle; do
             printf '| linear evaluation: %s |' "$(label $m | sed 's/ + fine-tune//')"
             for f in $fractions; do printf ' |'; done
             printf ' %s |\n' "$(cell "$run/lin-$m-1/$split.json" $metric)"
@@ -92,6 +94,7 @@ svg_to_png() { vips copy "$1" "$2" 2>/dev/null && rm -f "$1"; }
         W = 640; H = 420; L = 70; R = 200; T = 30; B = 60
         lo = int(lo * 20) / 20; hi = 1
         col["baseline"] = "#777777"; col["simclr"] = "#1f77b4"; col["micle"] = "#d62728"
+        col["pcrl"] = "#2ca02c"; col["pcrl-micle"] = "#9467bd"
         printf "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"13\">\n", W, H
         printf "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
         printf "<text x=\"%d\" y=\"20\" font-size=\"15\">Label efficiency: top-1 accuracy per case</text>\n", L

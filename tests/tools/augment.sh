@@ -219,3 +219,30 @@ PY
 else
     echo "skip - --targets against the colour-free view: python3-msgpack or python3-numpy not installed"
 fi
+# Hard edges ring under resampling; targets stay in [0, 1] all the same.
+if $PY -c 'import msgpack, numpy, PIL' 2>/dev/null; then
+    $PY - <<'PY'
+import numpy as np
+from PIL import Image
+with open("checks.csv", "w") as f:
+    f.write("case,path,label,split\n")
+    for i in range(4):
+        y, x = np.mgrid[0:60, 0:60]
+        Image.fromarray((((x // (3 + i)) + (y // (3 + i))) % 2 * 255).astype(np.uint8)).save(f"check{i}.png")
+        f.write(f"c{i},check{i}.png,0,train\n")
+PY
+    case-pack -q -c 1 --size 60 -o checks.pack checks.csv
+    pair-sample -q -e 8 checks.pack | augment -q --seed 2 -s 16 --targets > ctargets.mts
+    if res=$($PY - ctargets.mts <<'PY' 2>&1
+import sys, msgpack, numpy as np
+lo, hi = 1, 0
+for r in msgpack.Unpacker(open(sys.argv[1], "rb"), raw=False):
+    for v in "ab":
+        if v + "_target" in r:
+            t = np.frombuffer(r[v + "_target"]["data"], "<f4")
+            lo, hi = min(lo, t.min()), max(hi, t.max())
+assert 0 <= lo and hi <= 1, (lo, hi)
+print(lo, hi)
+PY
+); then pass "--targets of hard edges stay in [0, 1] ($res)"; else fail "--targets of hard edges" "$res"; fi
+fi

@@ -79,8 +79,10 @@ def case(name, n, c, h, w, skip_ch, mid, out_ch, hidden, seed):
     return rec
 
 
-def unet_case(name, stem, width, h, n, seed):
-    """lib/unet.h's decoder over ResNet-18 at this width and stem, for h x h images."""
+def unet_case(name, stem, width, h, n, seed, alpha=None):
+    """lib/unet.h's decoder over ResNet-18 at this width and stem, for h x h images;
+    with alpha, PCRL's hybrid context: alpha A + (1 - alpha) B of two inputs, each
+    bottleneck gated by its own code (B's maps get no gradient)."""
     g = torch.Generator().manual_seed(seed)
 
     # Inputs and weights are f32 values (stored as f32: what the decoder
@@ -103,6 +105,12 @@ def unet_case(name, stem, width, h, n, seed):
     for i in range(n):
         code[i, 0], code[i, 1], code[i, 2 + (i * 3) % 4] = i % 2, (i + 1) % 2, 1
     code.requires_grad_()
+    if alpha is not None:
+        bottleneck_b = rand(n, chans[4], sizes[4], sizes[4]).detach()
+        skips_b = [rand(n, chans[s], sizes[s], sizes[s]).detach() for s in (3, 2, 1, 0)]
+        code_b = torch.zeros(n, 6, dtype=torch.float64)
+        for i in range(n):
+            code_b[i, 0], code_b[i, 1], code_b[i, 2 + (i + 1) % 4] = (i + 1) % 2, i % 2, 1
     params = {}
     widths = [wid(c) for c in (256, 128, 64, 32, 16)]
     cin, cur = chans[4], sizes[4]
@@ -128,15 +136,20 @@ def unet_case(name, stem, width, h, n, seed):
         x = F.conv2d(x, params[prefix + ".0.weight"], padding=1)
         return F.relu(F.batch_norm(x, None, None, params[prefix + ".1.weight"], params[prefix + ".1.bias"],
                                    training=True, eps=1e-5))
-    gate = torch.sigmoid(F.linear(F.relu(F.linear(code, params["decoder.gate.fc1.weight"],
-                                                  params["decoder.gate.fc1.bias"])),
-                                  params["decoder.gate.fc2.weight"], params["decoder.gate.fc2.bias"]))
-    x = bottleneck * gate[:, :, None, None]
+    def gate(c):
+        return torch.sigmoid(F.linear(F.relu(F.linear(c, params["decoder.gate.fc1.weight"],
+                                                      params["decoder.gate.fc1.bias"])),
+                                      params["decoder.gate.fc2.weight"], params["decoder.gate.fc2.bias"]))
+    x = bottleneck * gate(code)[:, :, None, None]
+    used_skips = skips
+    if alpha is not None:
+        x = alpha * x + (1 - alpha) * bottleneck_b * gate(code_b)[:, :, None, None]
+        used_skips = [alpha * a + (1 - alpha) * b for a, b in zip(skips, skips_b)]
     for i, (up, skip_ch) in enumerate(blocks):
         if up:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
         if skip_ch:
-            x = torch.cat([x, skips[i]], 1)
+            x = torch.cat([x, used_skips[i]], 1)
         x = conv_bn_relu(x, f"decoder.blocks.{i}.conv1")
         x = conv_bn_relu(x, f"decoder.blocks.{i}.conv2")
     out = torch.sigmoid(F.conv2d(x, params["decoder.head.weight"], params["decoder.head.bias"], padding=1))
@@ -152,6 +165,12 @@ def unet_case(name, stem, width, h, n, seed):
     for k in range(4):
         rec[f"skip{k}"] = tensor(skips[k].detach(), True)
         rec[f"d_skip{k}"] = tensor(grads[1 + k])
+    if alpha is not None:
+        rec["alpha"] = alpha
+        rec["bottleneck_b"] = tensor(bottleneck_b, True)
+        rec["code_b"] = tensor(code_b, True)
+        for k in range(4):
+            rec[f"skip_b{k}"] = tensor(skips_b[k], True)
     for (k, v), d in zip(params.items(), grads[6:]):
         rec[k] = tensor(v.detach(), True)
         rec["d_" + k] = tensor(d)
@@ -171,7 +190,8 @@ def main():
     records = [case("square", 2, 4, 3, 3, 3, 5, 2, 8, 1), case("odd", 3, 3, 3, 5, 2, 4, 1, 6, 2)]
     write(os.path.join(outdir, "decoder.mts"), "make_decoder_fixtures.py", records)
     write(os.path.join(outdir, "unet.mts"), "make_decoder_fixtures.py",
-          [unet_case("small stem", "small", 1 / 16, 16, 2, 3), unet_case("large stem", "large", 1 / 16, 32, 3, 4)])
+          [unet_case("small stem", "small", 1 / 16, 16, 2, 3), unet_case("large stem", "large", 1 / 16, 32, 3, 4),
+           unet_case("mixed", "small", 1 / 16, 16, 2, 5, alpha=0.6875)])
 
 
 main()

@@ -1,6 +1,6 @@
 // U-Net decoder tests: the whole decoder against PyTorch autograd
 // (tests/fixtures/unet.mts, written by tests/torch/make_decoder_fixtures.py)
-// for a small and a large stem, its shapes and names, and the encoder's
+// for a small and a large stem and PCRL's mixed (hybrid) input, its shapes and names, and the encoder's
 // stage maps that feed it (resnet_backward_stages against PyTorch is in
 // test_resnet.c).
 #include <math.h>
@@ -71,7 +71,22 @@ TEST(decoder_torch_parity)
         size_t nb = (size_t)n * c4 * h4 * w4, no = (size_t)n * enc.in_ch * h * h;
         float *dbottleneck = xmalloc(nb * sizeof *dbottleneck);
 
-        unet_forward(&d, true, n, h, h, bottleneck, (const float *const *)skips, code);
+        // The hybrid context's record mixes in a second input B.
+        float *bottleneck_b = NULL, *code_b = NULL, *skips_b[4] = {NULL};
+        if (mts_get(&f, "alpha")) {
+            bottleneck_b = fixture_f32(r, &f, "bottleneck_b", &count);
+            code_b = fixture_f32(r, &f, "code_b", &count);
+            for (int k = 0; k < 4; k++) {
+                char key[16];
+                snprintf(key, sizeof key, "skip_b%d", k);
+                skips_b[k] = fixture_f32(r, &f, key, &count);
+            }
+            unet_input a = {bottleneck, {skips[0], skips[1], skips[2], skips[3]}, code};
+            unet_input b = {bottleneck_b, {skips_b[0], skips_b[1], skips_b[2], skips_b[3]}, code_b};
+            unet_forward_mix(&d, true, n, h, h, &a, &b, (float)mts_req_f64(r, &f, "alpha"));
+        } else {
+            unet_forward(&d, true, n, h, h, bottleneck, (const float *const *)skips, code);
+        }
         fixture_expect_key(r, &f, what, "out", d.output, no);
         param_zero_grad(&d.params);
         unet_backward(&d, rr, dbottleneck, dskips);
@@ -90,14 +105,17 @@ TEST(decoder_torch_parity)
         for (int k = 0; k < 4; k++) {
             free(skips[k]);
             free(dskips[k]);
+            free(skips_b[k]);
         }
+        free(bottleneck_b);
+        free(code_b);
         free(bottleneck);
         free(code);
         free(rr);
         free(dbottleneck);
         unet_free(&d);
     }
-    EXPECT(cases == 2);
+    EXPECT(cases == 3);
     mts_reader_close(r);
 }
 
