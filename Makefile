@@ -23,15 +23,33 @@ BENCH_SRC = $(wildcard bench/*.c)
 BENCHES   = $(BENCH_SRC:bench/%.c=build/bench/%)
 LIBA      = build/libmedssl.a
 DEPS_OK   = build/.deps-build
+# make check installs its packages (Open MPI among them) before it compiles,
+# so that lib/dist.c is built with the MPI the tests then run.
+ifneq ($(filter check,$(MAKECMDGOALS)),)
+DEPS_OK   = build/.deps-check
+endif
+# Built with MPI or without: lib/dist.o follows when that changes.
+MPI_STAMP = build/.mpi-$(HAVE_MPI)
 
 .PHONY: all deps check demo bench install clean
 .SECONDARY:
 all: $(TOOLS)
 
-$(DEPS_OK): mk/deps.sh
+build/.deps-build: mk/deps.sh
 	@mkdir -p build
 	@sh mk/deps.sh build
 	@touch $@
+
+build/.deps-check: mk/deps.sh
+	@mkdir -p build
+	@sh mk/deps.sh check
+	@touch $@
+
+$(MPI_STAMP):
+	@mkdir -p build
+	@rm -f build/.mpi-*
+	@touch $@
+build/lib/dist.o: $(MPI_STAMP)
 
 build/%.o: %.c $(DEPS_OK)
 	@mkdir -p $(dir $@)
@@ -89,7 +107,7 @@ install: $(TOOLS) $(LIBA)
 	install -m 755 pipelines/*.sh $(DESTDIR)$(PREFIX)/share/medssl/pipelines
 	install -m 644 pipelines/common.bash $(DESTDIR)$(PREFIX)/share/medssl/pipelines
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@BLIS_LIB@|$(BLIS_LIB)|g' -e 's|@PKGS@|$(PKGS)|' \
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@BLIS_LIB@|$(BLIS_LIB)|g' -e 's|@PKGS@|$(PKGS) $(MPI_PKG)|' \
 	    -e "s|@VERSION@|$$(sed -n 's/^#define MEDSSL_VERSION "\(.*\)"/\1/p' lib/cli.h)|" \
 	    mk/medssl.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/medssl.pc
 

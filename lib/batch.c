@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist.h"
 #include "util.h"
 
 struct batch_reader {
@@ -31,6 +32,74 @@ static void free_classes(stream_info *s)
     s->nclasses = 0;
 }
 
+static bool is_str(const msgpack_object *o, const char *s)
+{
+    return o->type == MSGPACK_OBJECT_STR && o->via.str.size == strlen(s) && memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
+}
+
+static uint64_t hash_object(uint64_t h, const msgpack_object *o, msgpack_sbuffer *sb)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_sbuffer_clear(sb);
+    msgpack_pack_object(&pk, *o);
+    return dist_hash(h, sb->data, sb->size);
+}
+
+// Arguments that do not change the records: quiet, and the thread count
+// (the same bytes whatever it is); their values too when `takes_value`.
+static bool neutral_arg(const msgpack_object *a, bool *takes_value)
+{
+    static const char *const alone[] = {"-q", "--quiet"}, *const with_value[] = {"-T", "--threads", "--shard"};
+    *takes_value = false;
+    for (size_t i = 0; i < sizeof alone / sizeof *alone; i++)
+        if (is_str(a, alone[i]))
+            return true;
+    for (size_t i = 0; i < sizeof with_value / sizeof *with_value; i++) {
+        size_t len = strlen(with_value[i]);
+        if (is_str(a, with_value[i])) {
+            *takes_value = true;
+            return true;
+        }
+        if (a->type == MSGPACK_OBJECT_STR && a->via.str.size > len + 1 && memcmp(a->via.str.ptr, with_value[i], len) == 0 &&
+            a->via.str.ptr[len] == '=')
+            return true;
+    }
+    return false;
+}
+
+// The header's keys and values in their order, leaving out "shard" and, in
+// "args", what differs between the ranks of one run without changing the
+// records: --shard (pair-sample's own header, when no augment rewrote
+// "args"), -q and -T.
+static uint64_t header_hash(const mts_frame *f)
+{
+    const msgpack_object_map *m = &f->root.via.map;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    uint64_t h = DIST_HASH_INIT;
+    for (uint32_t i = 0; i < m->size; i++) {
+        const msgpack_object *k = &m->ptr[i].key, *v = &m->ptr[i].val;
+        if (is_str(k, "shard"))
+            continue;
+        h = hash_object(h, k, &sb);
+        if (is_str(k, "args") && v->type == MSGPACK_OBJECT_ARRAY) {
+            for (uint32_t j = 0; j < v->via.array.size; j++) {
+                const msgpack_object *a = &v->via.array.ptr[j];
+                bool takes_value;
+                if (neutral_arg(a, &takes_value))
+                    j += takes_value;
+                else
+                    h = hash_object(h, a, &sb);
+            }
+        } else {
+            h = hash_object(h, v, &sb);
+        }
+    }
+    msgpack_sbuffer_destroy(&sb);
+    return h;
+}
+
 static void on_header(const mts_frame *f, void *ctx)
 {
     batch_reader *b = ctx;
@@ -42,6 +111,15 @@ static void on_header(const mts_frame *f, void *ctx)
         s->epochs = (int64_t)o->via.u64;
     if ((o = mts_get(f, "start")) && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
         s->start = (int64_t)o->via.u64;
+    memset(s->shard, 0, sizeof s->shard);
+    if ((o = mts_get(f, "shard")) && o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 3)
+        for (int i = 0; i < 3; i++) {
+            const msgpack_object *e = &o->via.array.ptr[i];
+            if (e->type != MSGPACK_OBJECT_POSITIVE_INTEGER || e->via.u64 > INT32_MAX)
+                mts_die_at(b->r, f, "header: shard[%d] is not a rank, a count or a batch", i);
+            s->shard[i] = (int64_t)e->via.u64;
+        }
+    s->header_hash = header_hash(f);
     // Provenance only: a header without these keys (or with odd values)
     // leaves it empty rather than failing the run.
     const msgpack_object *mode = mts_get(f, "mode"), *split = mts_get(f, "split"), *cases = mts_get(f, "cases"),

@@ -32,6 +32,12 @@ typedef struct {
     // augment): "micle pairs, split train: 812 cases, 1870 images, label
     // fraction 1"; "" when the header does not say.  Checkpoints keep it.
     char trained_on[160];
+    // pair-sample --shard R/K --batch B: {R, K, B}; {0, 0, 0} for a whole stream.
+    int64_t shard[3];
+    // FNV-1a of the header without what differs between the shards of one
+    // run (the "shard" key and the value of a --shard argument): the ranks
+    // of a run compare it (dist.h).
+    uint64_t header_hash;
 } stream_info;
 
 typedef struct {

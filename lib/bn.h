@@ -12,10 +12,20 @@
 //
 // Work is split over channels and every per-channel sum runs in a fixed
 // order, in double, so results do not depend on the thread count.
+//
+// Global batch norm (micro > 0): the batch is this rank's share of a global
+// batch (dist.h), whole micro-batches of `micro` images.  Each channel's
+// sums are taken per micro-batch and added exactly over every micro-batch
+// of every rank, so the statistics, the gradients of gamma and beta and dx
+// are those of the global batch and the same bytes whatever the number of
+// ranks (one process included).  The sums are then shifted by the channel's
+// running mean (the same on every rank) instead of its first value.  Every
+// call is then collective.
 #ifndef MEDSSL_BN_H
 #define MEDSSL_BN_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "param.h"
@@ -31,6 +41,9 @@ typedef struct {
     int64_t num_batches_tracked;
     // The last training forward's batch statistics, for backward.
     float *batch_mean, *batch_invstd;
+    int micro;                   // images per micro-batch of a global batch; 0: none
+    double *parts;               // micro > 0: (parts + 1, 2 channels) partial sums, then totals
+    size_t parts_cap;
 } batchnorm;
 
 // gamma 1, beta 0, running mean 0, running var 1, as PyTorch.

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist.h"
 #include "rng.h"
 #include "util.h"
 
@@ -175,7 +176,58 @@ void model_free(model *m)
         linear_free(&m->fc);
     param_list_free(&m->params);
     free(m->bns);
+    free(m->partials);
     memset(m, 0, sizeof *m);
+}
+
+void model_set_micro(model *m, int micro)
+{
+    m->micro = micro;
+    m->enc.micro = micro;
+    for (int i = 0; i < m->nbn; i++)
+        m->bns[i].bn->micro = micro;
+}
+
+// Room for `parts` partials of n floats each, zeroed.
+static float *zeroed_partials(model *m, int parts, size_t n)
+{
+    size_t need = mul_size((size_t)parts, n, "model partials");
+    if (need > m->partials_floats) {
+        free(m->partials);
+        m->partials = xaligned_alloc(mul_size(need, sizeof(float), "model partials"));
+        m->partials_floats = need;
+    }
+    memset(m->partials, 0, need * sizeof(float));
+    return m->partials;
+}
+
+// linear_backward, or with m->micro one call per micro-batch (as resnet.c's
+// convolutions): its weight and bias gradients go to partials of their own,
+// added exactly over every rank into weight_grad and bias_grad.
+static void linear_backward_micro(model *m, linear *l, int n, const float *x, const float *dy, float *dx)
+{
+    if (!m->micro) {
+        linear_backward(l, n, x, dy, dx);
+        return;
+    }
+    if (n % m->micro)
+        die("model", "a batch of %d is not whole micro-batches of %d", n, m->micro);
+    const int parts = n / m->micro, in = l->in_features, out = l->out_features;
+    const size_t nw = (size_t)out * in, nb = l->bias ? (size_t)out : 0;
+    // The weights' partials (parts, nw), then the bias's (parts, nb).
+    float *partials = zeroed_partials(m, parts, nw + nb), *bias_partials = partials + (size_t)parts * nw;
+    float *weight_grad = l->weight_grad, *bias_grad = l->bias_grad;
+    for (int p = 0; p < parts; p++) {
+        const size_t first = (size_t)p * m->micro;
+        l->weight_grad = partials + (size_t)p * nw;
+        l->bias_grad = l->bias ? bias_partials + (size_t)p * nb : NULL;
+        linear_backward(l, m->micro, x + first * in, dy + first * out, dx ? dx + first * in : NULL);
+    }
+    l->weight_grad = weight_grad;
+    l->bias_grad = bias_grad;
+    dist_sum_f32_add(partials, parts, nw, weight_grad);
+    if (l->bias)
+        dist_sum_f32_add(bias_partials, parts, nb, bias_grad);
 }
 
 // Buffers sized for the largest batch seen.
@@ -239,7 +291,7 @@ void model_backward_stages(model *m, const float *dproj, const float *dlogits, c
             bool relu = l < m->nhead - 1;
             batchnorm_backward(&hl->bn, true, n, 1, hl->lin_out, relu ? hl->bn_out : NULL, relu, dy, dy);
             const float *in = l == 0 ? m->features : m->head[l - 1].bn_out;
-            linear_backward(&hl->lin, n, in, dy, dx);
+            linear_backward_micro(m, &hl->lin, n, in, dy, dx);
             float *t = dy;
             dy = dx;
             dx = t;
@@ -249,7 +301,7 @@ void model_backward_stages(model *m, const float *dproj, const float *dlogits, c
     }
     if (dlogits && m->has_fc) {
         float *dx = m->dhead[0];
-        linear_backward(&m->fc, n, m->features, dlogits, m->encoder_frozen ? NULL : dx);
+        linear_backward_micro(m, &m->fc, n, m->features, dlogits, m->encoder_frozen ? NULL : dx);
         if (!m->encoder_frozen)
             for (size_t i = 0; i < nf; i++)
                 m->dfeatures[i] += dx[i];

@@ -71,6 +71,9 @@ typedef struct {
     int n, cap_n;
     float *features, *proj, *logits;
     float *dfeatures, *dhead[2];
+    int micro;                  // model_set_micro; 0: none
+    float *partials;            // (micro-batches, the largest linear layer's weights)
+    size_t partials_floats;
 } model;
 
 // The largest model built: 2^30 parameters (4 GiB of weights, three times
@@ -88,6 +91,14 @@ void model_free(model *m);
 // Linear evaluation: marks the encoder's parameters frozen (optimisers skip
 // them), runs its batch norms in eval mode and skips its backward.
 void model_freeze_encoder(model *m);
+
+// Trains on this rank's share of a global batch (dist.h), whole
+// micro-batches of `micro` images (0: a batch of its own, as by default):
+// every batch norm takes the global batch's statistics and every weight
+// gradient is the exact sum of its micro-batches' over every rank, so that
+// the result does not depend on how many ranks share the batch.  Forward and
+// backward are then collective calls.
+void model_set_micro(model *m, int micro);
 
 // x: (n, C, H, W), kept unchanged by the caller until model_backward.
 // Fills m->features, and m->proj / m->logits when the model has them.

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "act.h"
+#include "dist.h"
 #include "pool.h"
 #include "rng.h"
 #include "util.h"
@@ -177,6 +178,7 @@ void resnet_free(resnet *m)
     free(m->blocks);
     param_list_free(&m->params);
     free(m->arena);
+    free(m->partials);
     for (int i = 0; i < 3; i++)
         free(m->grad[i]);
     memset(m, 0, sizeof *m);
@@ -322,9 +324,44 @@ void resnet_forward(resnet *m, bool training, int n, int h, int w, const float *
     avgpool_global_forward(n, m->feature_dim, last->out_h * last->out_w, cur, features);
 }
 
+// conv2d_backward, or with m->micro one call per micro-batch, each adding
+// its weight gradient into a partial of its own (conv2d_backward adds into
+// weight_grad, pointed at the partial meanwhile); the partials of every
+// rank are then added exactly into weight_grad.  dx is per image either way.
+static void conv_backward(resnet *m, conv2d *c, int n, int h, int w, const float *x, const float *dy, float *dx,
+                          bool accumulate_dx)
+{
+    if (!m->micro) {
+        conv2d_backward(c, n, h, w, x, dy, dx, accumulate_dx);
+        return;
+    }
+    if (n % m->micro)
+        die("resnet", "a batch of %d is not whole micro-batches of %d", n, m->micro);
+    const int parts = n / m->micro;
+    const size_t nw = (size_t)c->out_ch * c->in_ch * c->kernel * c->kernel;
+    const size_t need = mul_size((size_t)parts, nw, "resnet partials");
+    if (need > m->partials_floats) {
+        free(m->partials);
+        m->partials = xaligned_alloc(mul_size(need, sizeof(float), "resnet partials"));
+        m->partials_floats = need;
+    }
+    const size_t in_img = (size_t)c->in_ch * h * w,
+                 out_img = (size_t)c->out_ch * conv2d_out_size(c, h) * conv2d_out_size(c, w);
+    float *weight_grad = c->weight_grad;
+    memset(m->partials, 0, need * sizeof(float));
+    for (int p = 0; p < parts; p++) {
+        const size_t first = (size_t)p * m->micro;
+        c->weight_grad = m->partials + (size_t)p * nw;
+        conv2d_backward(c, m->micro, h, w, x + first * in_img, dy + first * out_img,
+                        dx ? dx + first * in_img : NULL, accumulate_dx);
+    }
+    c->weight_grad = weight_grad;
+    dist_sum_f32_add(m->partials, parts, nw, weight_grad);
+}
+
 // g_io holds the gradient at the block's output on entry and at its input on
 // return; g1 and g2 are scratch.
-static void block_backward(resnet_block *b, bool training, int n, const float *x,
+static void block_backward(resnet *m, resnet_block *b, bool training, int n, const float *x,
                            float *g_io, float *g1, float *g2)
 {
     const int last = b->nconv - 1;
@@ -335,19 +372,19 @@ static void block_backward(resnet_block *b, bool training, int n, const float *x
                        true, g_io, g1);
     for (int i = last; i > 0; i--) {
         // g1: the gradient at conv_out[i].
-        conv2d_backward(&b->conv[i], n, b->conv_h[i - 1], b->conv_w[i - 1], b->bn_out[i - 1],
-                        g1, g2, false);
+        conv_backward(m, &b->conv[i], n, b->conv_h[i - 1], b->conv_w[i - 1], b->bn_out[i - 1],
+                      g1, g2, false);
         batchnorm_backward(&b->bn[i - 1], training, n, b->conv_h[i - 1] * b->conv_w[i - 1],
                            b->conv_out[i - 1], b->bn_out[i - 1], true, g2, g1);
     }
     if (b->has_downsample) {
         batchnorm_backward(&b->down_bn, training, n, out_hw, b->down_out, NULL, false, g_io,
                            g2);
-        conv2d_backward(&b->down_conv, n, b->in_h, b->in_w, x, g2, g_io, false);
+        conv_backward(m, &b->down_conv, n, b->in_h, b->in_w, x, g2, g_io, false);
     }
     // The identity shortcut's gradient is already in g_io: add the main
     // branch's.
-    conv2d_backward(&b->conv[0], n, b->in_h, b->in_w, x, g1, g_io, true);
+    conv_backward(m, &b->conv[0], n, b->in_h, b->in_w, x, g1, g_io, true);
 }
 
 void resnet_stage_shape(const resnet_config *cfg, int stage, int h, int w, int *c, int *oh, int *ow)
@@ -412,7 +449,7 @@ void resnet_backward_stages(resnet *m, const float *dfeatures, const float *cons
         const float *x = k > 0 ? m->blocks[k - 1].bn_out[m->blocks[k - 1].nconv - 1]
                          : m->cfg.stem == RESNET_STEM_LARGE ? m->stem_pool
                                                             : m->stem_act;
-        block_backward(&m->blocks[k], m->training, n, x, g0, g1, g2);
+        block_backward(m, &m->blocks[k], m->training, n, x, g0, g1, g2);
     }
     // g0: the gradient at the stem's output.
     float *g_act = g0, *g_conv = g1;
@@ -424,5 +461,5 @@ void resnet_backward_stages(resnet *m, const float *dfeatures, const float *cons
     add_stage_grad(m, 0, dstages, g_act);
     batchnorm_backward(&m->bn1, m->training, n, m->stem_h * m->stem_w, m->stem_conv,
                        m->stem_act, true, g_act, g_conv);
-    conv2d_backward(&m->conv1, n, m->h, m->w, m->input, g_conv, NULL, false);
+    conv_backward(m, &m->conv1, n, m->h, m->w, m->input, g_conv, NULL, false);
 }

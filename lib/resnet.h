@@ -77,6 +77,13 @@ typedef struct {
     size_t arena_floats;
     float *grad[3];       // backward's gradient buffers, grad_floats each
     size_t grad_floats;
+    // A global batch's micro-batches (dist.h): with micro > 0 images, each
+    // conv's weight gradient is taken per micro-batch and the partials are
+    // added exactly over every rank; model_set_micro sets it (and the batch
+    // norms').  0: one sum over the batch.
+    int micro;
+    float *partials;      // (micro-batches, the largest conv's weights)
+    size_t partials_floats;
 } resnet;
 
 // Builds the model with PyTorch's initial values (conv weights Kaiming

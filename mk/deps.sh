@@ -6,8 +6,9 @@ set -eu
 
 build="pkg-config gcc make libvips-dev libvips-tools libmsgpack-dev libzstd-dev zstd libtiff-dev libjpeg62-turbo-dev libblis-openmp-dev libcjson-dev libcharls-dev libopenjp2-7-dev zlib1g-dev"
 # man-db: the man-page tests render every page with man(1), which a minimal
-# Debian does not have; python3-pil: augment's comparison with PIL's resize.
-check="$build time man-db python3-numpy python3-msgpack python3-pil python3-pydicom dataset-fashion-mnist clang libclang-rt-14-dev libomp-14-dev"
+# Debian does not have; python3-pil: augment's comparison with PIL's resize;
+# Open MPI: the data-parallel tests (tests/tools/mpi.sh).
+check="$build libopenmpi-dev openmpi-bin time man-db python3-numpy python3-msgpack python3-pil python3-pydicom dataset-fashion-mnist clang libclang-rt-14-dev libomp-14-dev"
 demo="$build dataset-fashion-mnist"
 bench="$check python3-torch python3-torchvision python3-sklearn python3-pil hyperfine"
 valgrind="$build valgrind"

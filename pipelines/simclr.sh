@@ -29,14 +29,21 @@ Contrastive pretraining ($mode pairs) from PACK into OUT.ckpt:
   --resume          continue OUT.ckpt where it stopped (same options)
   --augment "OPTS"  extra augment options, e.g. "--rotate 15 --vflip-p 0.5"
   --augment-threads N  threads of augment (default 1)
-  --trainer-threads N  threads of $trainer (default: every core; augment
-                    and pair-sample sleep while the trainer works)
+  --trainer-threads N  threads of $trainer (default: every core, or its
+                    share with --ranks; augment and pair-sample sleep while the
+                    trainer works)
+  --ranks K         train over K processes under mpirun, one pipeline each on
+                    its shard of every batch (the same result as one process;
+                    see ntxent-step(1); ntxent-step only)
+  --mpirun "OPTS"   extra mpirun options, e.g. "--hostfile hosts --mca btl self,tcp"
   -h, --help        this text
 Options after -- go to $trainer (model, --lr, --tau, --log, ...).
 USAGE
 }
 
-epochs=100 batch=256 size=224 split=train seed=1 init="" resume=0 aug_opts="" aug_threads=1 train_threads=$cores
+epochs=100 batch=256 size=224 split=train seed=1 init="" resume=0 aug_opts="" aug_threads=1 train_threads=""
+ranks=0 mpi_opts=""
+args=("$@")
 while [ $# -gt 0 ]; do
     case $1 in
         --pairs) mode=$2; shift 2
@@ -51,6 +58,8 @@ while [ $# -gt 0 ]; do
         --augment) aug_opts=$2; shift 2 ;;
         --augment-threads) aug_threads=$2; shift 2 ;;
         --trainer-threads) train_threads=$2; shift 2 ;;
+        --ranks) ranks=$2; shift 2 ;;
+        --mpirun) mpi_opts=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         --) shift; break ;;
         -*) usage_error "unknown option $1" ;;
@@ -61,6 +70,27 @@ done
 pack=$1 out=$2; shift 2
 [ "${1:-}" = "--" ] && shift
 [ -r "$pack" ] || die "$pack: cannot read"
+[[ $ranks =~ ^[0-9]+$ ]] || usage_error "--ranks $ranks: not a count of processes"
+[ "$ranks" -gt 0 ] && [ "$trainer" != ntxent-step ] && usage_error "--ranks: $trainer does not run over several processes yet (ntxent-step does)"
+
+# --ranks K: this script again under mpirun, once per rank (MEDSSL_RANKS
+# tells those runs apart from this one), each with its shard of the batches.
+rank=0 shard=()
+if [ "$ranks" -gt 0 ] && [ -z "${MEDSSL_RANKS:-}" ]; then
+    command -v mpirun > /dev/null || die "--ranks: no mpirun (install openmpi-bin)"
+    root=(); [ "$(id -u)" -eq 0 ] && root=(--allow-run-as-root)
+    read -r -a mpi_extra <<<"$mpi_opts"
+    exec mpirun "${root[@]}" -x MEDSSL_RANKS="$ranks" -x MODE="$mode" -x SCRIPT_NAME="$script" \
+        -x OMP_WAIT_POLICY -np "$ranks" "${mpi_extra[@]}" "$0" "${args[@]}"
+fi
+if [ -n "${MEDSSL_RANKS:-}" ]; then
+    rank=${OMPI_COMM_WORLD_RANK:-${PMIX_RANK:-}}
+    [ -n "$rank" ] || die "MEDSSL_RANKS is set but mpirun gave no rank"
+    shard=(--shard "$rank/$MEDSSL_RANKS" --batch "$batch")
+    [ "$rank" -gt 0 ] && aug_opts="-q $aug_opts"
+    [ -n "$train_threads" ] || train_threads=$(( cores / MEDSSL_RANKS > 0 ? cores / MEDSSL_RANKS : 1 ))
+fi
+[ -n "$train_threads" ] || train_threads=$cores
 
 start=0 from=()
 if [ $resume = 1 ]; then
@@ -73,7 +103,8 @@ elif [ -n "$init" ]; then
 fi
 
 read -r -a aug_extra <<<"$aug_opts"
-stage_1=(pair-sample -q --mode "$mode" --epochs "$epochs" --seed "$seed" --split "$split" --start "$start" -T 1 "$pack")
+stage_1=(pair-sample -q --mode "$mode" --epochs "$epochs" --seed "$seed" --split "$split" --start "$start" -T 1 \
+         "${shard[@]}" "$pack")
 stage_2=(augment --seed $((seed + 1)) --size "$size" -T "$aug_threads" "${targets[@]}" "${aug_extra[@]}")
 stage_3=("$trainer" --batch "$batch" -T "$train_threads" "${from[@]}" -o "$out" "$@")
 run_stages pair-sample augment "$trainer"

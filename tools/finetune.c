@@ -15,6 +15,7 @@
 #include "blas.h"
 #include "ckpt.h"
 #include "cli.h"
+#include "dist.h"
 #include "loss.h"
 #include "metrics.h"
 #include "model.h"
@@ -157,6 +158,17 @@ static void validate(model *m, const char *path, int batch, label_buf *lb, doubl
 int main(int argc, char **argv)
 {
     util_init(argv[0]);
+    // Fine-tuning over several ranks is not there yet (its batches end with
+    // the epochs, which pair-sample's shards do not follow): K copies of one
+    // run writing one file would be worse than an error.
+    dist_init(&argc, &argv);
+    if (dist_size() > 1) {
+        if (dist_rank() == 0)
+            warnf("usage", "finetune does not train over several ranks yet: run it as one process (mpirun -np 1, "
+                  "or without mpirun)");
+        dist_finalize();
+        exit(EXIT_USAGE);
+    }
     common_opts co = {0};
     model_opts mo;
     model_opts_init(&mo);
@@ -416,5 +428,6 @@ int main(int argc, char **argv)
     optim_free(o);
     model_free(&m);
     batch_close(in);
+    dist_finalize();
     return stop ? 128 + stop : 0;
 }

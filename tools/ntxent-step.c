@@ -3,7 +3,12 @@
 // warmup + cosine; checkpoints, resumable (see ntxent-step(1)).
 //
 //   pair-sample ... | augment ... | ntxent-step --batch 256 -o run.ckpt
+//
+// Under mpirun -np K (see dist.h), each rank trains on its shard of every
+// global batch (pair-sample --shard R/K --batch B) and the ranks keep one
+// model: the same bytes as one process.
 #include <errno.h>
+#include <stdarg.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -14,6 +19,7 @@
 #include "blas.h"
 #include "ckpt.h"
 #include "cli.h"
+#include "dist.h"
 #include "loss.h"
 #include "model.h"
 #include "optim.h"
@@ -26,7 +32,11 @@ static const char usage_text[] =
     "Contrastive pretraining from augmented pairs (standard input when no PAIRS).\n"
     "\n"
     "  -o, --output FILE       the checkpoint (rewritten atomically at every save)\n"
-    "  -b, --batch N           pairs per step (default 256)\n"
+    "  -b, --batch N           pairs per step (default 256), the global batch under mpirun\n"
+    "      --micro-batch M     pairs per micro-batch: the sums over the batch (batch norm,\n"
+    "                          weight gradients) are taken per micro-batch and added exactly,\n"
+    "                          so any number of ranks gives the same bytes (default: batch /\n"
+    "                          gcd(batch, 8); each rank's batch / K must be whole micro-batches)\n"
     "      --tau T             NT-Xent temperature (default 0.1; 0.2 suits small batches)\n"
     "      --lr LR             base learning rate (default 0.3), scaled by the batch:\n"
     "      --lr-scaling S      linear: LR x N/256 (default); sqrt: LR x sqrt(N)\n"
@@ -46,26 +56,117 @@ static const char usage_text[] =
     "      --log FILE          per-step TSV: step epoch loss pos_acc lr images_per_s knn_acc\n"
     MONITOR_OPTIONS_HELP
     "      --seed S            initial weights (default 0)\n"
+    "      --check-ranks K     under mpirun, compare a hash of every rank's weights, batch-norm\n"
+    "                          statistics and optimiser state every K steps (a debugging aid)\n"
     "  -T, --threads N         threads (default: all cores; MEDSSL_THREADS)\n"
     "  -q, --quiet             no progress\n"
     "  -h, --help, -V, --version\n"
     MODEL_OPTIONS_HELP;
 
-enum { OPT_TAU = 2000 };
+enum { OPT_TAU = 2000, OPT_MICRO, OPT_CHECK_RANKS };
+
+// An error that every rank finds alike, from what they all share: rank 0
+// says it (once, not K times), every rank leaves the job and exits.
+static noreturn void fail_all(int status, const char *where, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static noreturn void fail_all(int status, const char *where, const char *fmt, ...)
+{
+    if (dist_rank() == 0) {
+        char msg[800];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        warnf(status == EXIT_USAGE ? "usage" : where, "%s", msg);
+        if (status == EXIT_USAGE)
+            fprintf(stderr, "Try '%s --help'.\n", util_progname());
+    }
+    dist_finalize();
+    exit(status);
+}
+
+// --check-ranks: every rank hashes its weights, batch-norm statistics and
+// optimiser state; rank 0 names the ranks whose hash differs from its own.
+static void check_same_state(const model *m, const optimizer *o, int64_t step)
+{
+    uint64_t h = DIST_HASH_INIT;
+    for (int i = 0; i < m->params.count; i++)
+        h = dist_hash(h, m->params.items[i].w, m->params.items[i].n * sizeof(float));
+    for (int i = 0; i < m->nbn; i++) {
+        const batchnorm *bn = m->bns[i].bn;
+        h = dist_hash(h, bn->running_mean, (size_t)bn->channels * sizeof(float));
+        h = dist_hash(h, bn->running_var, (size_t)bn->channels * sizeof(float));
+    }
+    for (int i = 0; i < optim_state_count(o); i++) {
+        optim_state st = optim_state_get(o, i);
+        h = dist_hash(h, st.data, st.n * sizeof(float));
+    }
+    const int K = dist_size();
+    uint64_t *all = xmalloc((size_t)K * sizeof *all);
+    dist_allgather(&h, sizeof h, all);
+    char differ[200] = "";
+    for (int r = 1; r < K; r++)
+        if (all[r] != all[0] && strlen(differ) < sizeof differ - 16)
+            snprintf(differ + strlen(differ), sizeof differ - strlen(differ), "%s%d", *differ ? ", " : "", r);
+    free(all);
+    if (*differ)
+        fail_all(1, "training", "step %lld: rank %s: its weights, statistics or optimiser state differ from rank "
+                 "0's", (long long)step, differ);
+}
+
+static int gcd(int a, int b) { return b ? gcd(b, a % b) : a; }
+
+// What the ranks of one run must share: their options (the positional
+// input may differ), their streams' headers (but for the shard) and image
+// shapes.  Rank 0 names the ranks that differ from it.
+typedef struct {
+    uint64_t options, header;
+    int32_t shape[3];
+} rank_check;
+
+static void check_ranks_agree(int argc, char **argv, int first_positional, const stream_info *si, int c, int h,
+                              int w)
+{
+    const int K = dist_size();
+    rank_check mine = {.options = DIST_HASH_INIT, .header = si->header_hash, .shape = {c, h, w}};
+    for (int i = 1; i < first_positional && i < argc; i++)
+        mine.options = dist_hash(mine.options, argv[i], strlen(argv[i]) + 1);
+    rank_check *all = xmalloc((size_t)K * sizeof *all);
+    dist_allgather(&mine, sizeof mine, all);
+    char opts[200] = "", heads[200] = "";
+    for (int r = 1; r < K; r++) {
+        char *list = all[r].options != all[0].options ? opts : (all[r].header != all[0].header ||
+                     memcmp(all[r].shape, all[0].shape, sizeof mine.shape)) ? heads : NULL;
+        if (list && strlen(list) < sizeof opts - 16)
+            snprintf(list + strlen(list), sizeof opts - strlen(list), "%s%d", *list ? ", " : "", r);
+    }
+    free(all);
+    if (*opts)
+        fail_all(EXIT_USAGE, NULL, "rank %s: started with other options than rank 0 (every rank must run the same "
+                 "ntxent-step command)", opts);
+    if (*heads)
+        fail_all(1, "mpi", "rank %s: its stream differs from rank 0's (another pair-sample or augment command, "
+                 "or other images): every rank must run the same pipeline but for --shard", heads);
+}
 
 int main(int argc, char **argv)
 {
     util_init(argv[0]);
+    dist_init(&argc, &argv);
+    const int K = dist_size(), rank = dist_rank();
     common_opts co = {0};
     model_opts mo;
     model_opts_init(&mo);
     double tau = 0.1;
+    int micro = 0;
+    int64_t check_ranks = 0;
     pretrain_opts po = {.batch = 256, .lr = 0.3, .momentum = 0.9, .weight_decay = 1e-6,
                         .scaling = LR_SCALING_LINEAR, .optimizer = OPTIM_LARS};
     monitor_opts mon;
     monitor_opts_init(&mon, argc, argv);
     static const struct option longopts[] = {
-        {"tau", required_argument, 0, OPT_TAU}, PRETRAIN_LONGOPTS, MONITOR_LONGOPTS, COMMON_LONGOPTS, MODEL_LONGOPTS,
+        {"tau", required_argument, 0, OPT_TAU}, {"micro-batch", required_argument, 0, OPT_MICRO},
+        {"check-ranks", required_argument, 0, OPT_CHECK_RANKS}, PRETRAIN_LONGOPTS, MONITOR_LONGOPTS, COMMON_LONGOPTS, MODEL_LONGOPTS,
         {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, PRETRAIN_SHORTOPTS COMMON_SHORTOPTS, longopts, NULL)) != -1) {
@@ -74,13 +175,34 @@ int main(int argc, char **argv)
             continue;
         switch (opt) {
         case OPT_TAU: tau = cli_double("--tau", optarg, 1e-4, 100); break;
+        case OPT_CHECK_RANKS: check_ranks = cli_int("--check-ranks", optarg, 1, INT64_MAX); break;
+        case OPT_MICRO: micro = (int)cli_int("--micro-batch", optarg, 1, 1 << 16); break;
         default: die_usage("unknown option");
         }
     }
     pretrain_opts_check(&po, argc - optind);
     int ck_argc;
     char **ck_argv = monitor_opts_args(&mon, argc, &ck_argc);
-    check_writable(po.output);
+    const int batch = po.batch;
+    if (!micro)
+        micro = batch / gcd(batch, 8);
+    if (batch % micro)
+        die_usage("--micro-batch %d does not divide the batch of %d", micro, batch);
+    if (batch % K)
+        fail_all(EXIT_USAGE, NULL, "--batch %d over %d ranks: the batch must be a multiple of the ranks", batch, K);
+    const int local = batch / K;   // this rank's pairs per step
+    if (local % micro)
+        fail_all(EXIT_USAGE, NULL, "--batch %d over %d ranks: each rank's %d pairs are not whole micro-batches of "
+                 "%d (--micro-batch): give a --micro-batch that divides %d", batch, K, local, micro, local);
+    if (po.strict_length && K > 1)
+        fail_all(EXIT_USAGE, NULL, "--strict-length is not supported over several ranks yet");
+    // Rank 0 speaks for the run, writes its files and runs the monitor.
+    if (rank > 0) {
+        co.quiet = true;
+        mon.path = NULL;
+    }
+    if (rank == 0)
+        check_writable(po.output);
     blas_init(co.threads);
 
     batch_reader *in = batch_open(optind < argc ? argv[optind] : NULL, 2,
@@ -90,6 +212,12 @@ int main(int argc, char **argv)
     int c, h, w;
     batch_shape(in, &c, &h, &w);
     const stream_info *si = batch_info(in);
+    if (si->shard[1] || K > 1) {
+        if (si->shard[0] != rank || si->shard[1] != K || si->shard[2] != batch)
+            die(batch_name(in), "rank %d of %d, batch %d, reads %s: feed it pair-sample --shard %d/%d --batch %d",
+                rank, K, batch, si->shard[1] ? "another shard" : "a whole stream", rank, K, batch);
+    }
+    check_ranks_agree(argc, argv, optind, si, c, h, w);
     train_length length = train_pair_schedule(in, po.pairs_per_epoch, po.epochs, po.batch, po.strict_length);
     po.pairs_per_epoch = length.per_epoch, po.epochs = length.epochs;
 
@@ -106,6 +234,7 @@ int main(int argc, char **argv)
     cfg.classes = 0;
     model m;
     model_init(&m, &cfg, po.seed);
+    model_set_micro(&m, 2 * micro);
     optim_config oc = pretrain_optim_config(&po);
     optimizer *o = optim_create(&m.params, &oc);
     int64_t step = 0;
@@ -132,7 +261,7 @@ int main(int argc, char **argv)
     // Read and checked before the log is opened and the first step: a bad
     // stream stops the run before it writes anything.
     monitor_start(&mon, cfg.encoder.in_ch, co.quiet);
-    if (po.log_path) {
+    if (po.log_path && rank == 0) {
         log = fopen(po.log_path, po.resume ? "a" : "w");
         if (!log)
             die(po.log_path, "cannot open: %s", strerror(errno));
@@ -142,14 +271,18 @@ int main(int argc, char **argv)
     if (!co.quiet) {
         char desc[200];
         model_describe(&cfg, desc, sizeof desc);
-        fprintf(stderr, "ntxent-step: %s, %zu parameters; %s; batch %d, %lld steps (%lld of warm-up), peak lr %g, "
-                "tau %g\n", desc, param_count(&m.params), blas_description(), po.batch, (long long)length.steps,
-                (long long)sched.warmup_steps, sched.peak_lr, tau);
+        fprintf(stderr, "ntxent-step: %s, %zu parameters; %s; %s; batch %d, %lld steps (%lld of warm-up), peak lr "
+                "%g, tau %g; %d micro-batches of %d\n", desc, param_count(&m.params), blas_description(),
+                dist_description(), batch, (long long)length.steps, (long long)sched.warmup_steps, sched.peak_lr,
+                tau, batch / micro, micro);
     }
 
     size_t plane = (size_t)c * h * w;
-    float *x = xaligned_alloc((size_t)2 * po.batch * plane * sizeof(float));
-    float *dz = xaligned_alloc((size_t)2 * po.batch * cfg.proj_dim * sizeof(float));
+    // x: this rank's (2 local, C, H, W) views; z and dz: the global batch's
+    // (2 batch, proj_dim) projections, gathered, and their gradient.
+    float *x = xaligned_alloc((size_t)2 * local * plane * sizeof(float));
+    float *z = xaligned_alloc((size_t)2 * batch * cfg.proj_dim * sizeof(float));
+    float *dz = xaligned_alloc((size_t)2 * batch * cfg.proj_dim * sizeof(float));
     volatile sig_atomic_t stop = 0;
     on_stop_signal(&stop);
     batch_stop_on(in, &stop);
@@ -166,21 +299,34 @@ int main(int argc, char **argv)
             schedule_done = true;
             break;
         }
-        int n = batch_next(in, po.batch, x, NULL);
-        if (n < po.batch) {
-            if (!stop)
+        int n = batch_next(in, local, x, NULL);
+        // Every rank takes the step or none does: a rank whose stream ended
+        // (or was cut by a signal) stops them all.
+        int ended[2] = {n < local, (int)stop};
+        dist_max_int(ended, 2);
+        if (ended[0]) {
+            if (ended[1])
+                stop = ended[1];
+            else if (rank == 0)
                 train_stream_short(&length, in, step);
             break;
         }
         double t0 = now_seconds();
         param_zero_grad(&m.params);
         model_forward(&m, true, 2 * n, h, w, x);
+        // Every rank computes the whole loss from every rank's projections
+        // and keeps the gradient of its own rows: that gradient includes
+        // their part as the other rows' negatives, and is the one process's
+        // to the bit (the loss's cost, O(batch^2 proj_dim), is small beside
+        // the encoder's).
+        const size_t zrows = (size_t)2 * n * cfg.proj_dim;
+        dist_allgather(m.proj, zrows * sizeof(float), z);
         int correct = 0;
-        float loss = ntxent_loss(m.proj, 2 * n, cfg.proj_dim, 0, 2 * n, (float)tau, dz, &correct);
+        float loss = ntxent_loss(z, 2 * batch, cfg.proj_dim, 0, 2 * batch, (float)tau, dz, &correct);
         if (!isfinite(loss))
-            die("training", "step %lld: the loss is %g; stopping (the last checkpoint, if any, is intact; "
-                "try a lower --lr or a higher --tau)", (long long)step, loss);
-        model_backward(&m, dz, NULL);
+            fail_all(1, "training", "step %lld: the loss is %g; stopping (the last checkpoint, if any, is intact; "
+                     "try a lower --lr or a higher --tau)", (long long)step, loss);
+        model_backward(&m, dz + (size_t)rank * zrows, NULL);
         double lr = lr_at(&sched, step);
         optim_step(o, lr);
         step++;
@@ -196,7 +342,7 @@ int main(int argc, char **argv)
             if (measured)
                 snprintf(knn_col, sizeof knn_col, "%.4f", mon.acc);
             fprintf(log, "%lld\t%.4f\t%.6f\t%.4f\t%.6g\t%.1f\t%s\n", (long long)step, epoch, loss,
-                    (double)correct / (2 * n), lr, 2 * n / dt, knn_col);
+                    (double)correct / (2 * batch), lr, 2 * batch / dt, knn_col);
             // A full disk must stop the run, not leave a log that ends early.
             if (fflush(log) != 0 || ferror(log))
                 die(po.log_path, "write error: %s", strerror(errno));
@@ -207,15 +353,23 @@ int main(int argc, char **argv)
             monitor_progress_text(&mon, knn_text, sizeof knn_text);
             progress_update(&prog, "step %lld/%lld epoch %.2f loss %.4f (avg %.4f) pos-acc %.3f%s lr %.4g %.1f img/s %.0f s left",
                             (long long)step, (long long)length.steps, epoch, loss, loss_avg,
-                            (double)correct / (2 * n), knn_text, lr, 2 * n / dt, per * (double)(length.steps - step));
+                            (double)correct / (2 * batch), knn_text, lr, 2 * batch / dt, per * (double)(length.steps - step));
         }
         save.step = step;
         save.records = step * po.batch;
         save.epoch = (int64_t)epoch;
         save.loss = last_loss;
-        if (stop)
+        // The ranks stop after the same step (a signal reaches them at
+        // different moments).
+        int stopping = (int)stop;
+        dist_max_int(&stopping, 1);
+        if (stopping) {
+            stop = stopping;
             break;
-        if (po.save_every && step % po.save_every == 0)
+        }
+        if (check_ranks && step % check_ranks == 0)
+            check_same_state(&m, o, step);
+        if (po.save_every && step % po.save_every == 0 && rank == 0)
             ckpt_save(po.output, &m, o, &save, "ntxent-step", ck_argc, ck_argv);
     }
     if (!co.quiet)
@@ -224,32 +378,41 @@ int main(int argc, char **argv)
         // The signal came during a step (finished first) or while waiting
         // for input (the producer, stopped by the same signal, may have cut
         // the stream short): either way the last step taken is saved.
-        if (step > first_step)
+        if (step > first_step && rank == 0)
             ckpt_save(po.output, &m, o, &save, "ntxent-step", ck_argc, ck_argv);
         if (!co.quiet)
             train_report_stop(stop, step, step > first_step, po.output);
     } else {
         if (step == first_step && !schedule_done)
-            die(batch_name(in), "fewer pairs than one batch of %d: nothing trained", po.batch);
+            fail_all(1, batch_name(in), "fewer pairs than one batch of %d: nothing trained", batch);
         if (schedule_done)
             train_schedule_done(&length, in, (step - first_step) * po.batch, step, po.batch, co.quiet);
         save.step = step;   // also when a resumed run had nothing left to do
         save.records = step * po.batch;
         save.epoch = step * po.batch / po.pairs_per_epoch;
-        ckpt_save(po.output, &m, o, &save, "ntxent-step", ck_argc, ck_argv);
+        if (rank == 0)
+            ckpt_save(po.output, &m, o, &save, "ntxent-step", ck_argc, ck_argv);
         if (!co.quiet)
             fprintf(stderr, "ntxent-step: %lld steps, final loss %.4f, %.1f images/s; saved %s\n",
                     (long long)(step - first_step), last_loss,
                     2.0 * po.batch * (double)(step - first_step) / (now_seconds() - t_start), po.output);
     }
     monitor_finish(&mon, now_seconds() - t_start, co.quiet);
+    if (!co.quiet && dist_active()) {
+        double mpi, convert, total = now_seconds() - t_start;
+        dist_times(&mpi, &convert);
+        fprintf(stderr, "ntxent-step: rank 0 of %d: %.2f s in MPI (data and waiting), %.2f s converting to and from "
+                "fixed point, of %.2f s\n", K, mpi, convert, total);
+    }
     if (log && fclose(log) != 0)
         die(po.log_path, "write error: %s", strerror(errno));
     free(ck_argv);
     free(x);
+    free(z);
     free(dz);
     optim_free(o);
     model_free(&m);
     batch_close(in);
+    dist_finalize();
     return stop ? 128 + stop : 0;
 }

@@ -28,6 +28,9 @@ static const char usage_text[] =
     "      --split LIST        splits to draw from, comma-separated, or 'all' (default train)\n"
     "      --no-shuffle        keep the pack's order (evaluation streams)\n"
     "      --start N           skip the first N records (resume: trainer step x batch)\n"
+    "      --shard R/K         write only rank R's share (0 <= R < K) of each global batch\n"
+    "                          of --batch records: the R-th slice of batch/K (mpirun -np K)\n"
+    "  -b, --batch B           the global batch of --shard\n"
     "  -f, --label-fraction F  keep a case-level subset of fraction F of the labeled cases,\n"
     "                          stratified by class for multi-class tasks (0 < F <= 1)\n"
     "      --label-seed S      seed of that subset (default 0; nested: the 10% subset is\n"
@@ -103,18 +106,20 @@ int main(int argc, char **argv)
     bool shuffle = true, labeled_only = false, quiet = false;
     mts_write_opts wopts = {.zstd_level = -1};
     int threads = 0;
-    enum { OPT_SPLIT = 256, OPT_NOSHUF, OPT_START, OPT_LSEED, OPT_LONLY };
+    long long shard_rank = 0, shard_count = 0, shard_batch = 0;
+    enum { OPT_SPLIT = 256, OPT_NOSHUF, OPT_START, OPT_LSEED, OPT_LONLY, OPT_SHARD };
     static const struct option longopts[] = {
         {"mode", required_argument, 0, 'm'}, {"unit", required_argument, 0, 'u'},
         {"epochs", required_argument, 0, 'e'}, {"seed", required_argument, 0, 's'},
         {"split", required_argument, 0, OPT_SPLIT}, {"no-shuffle", no_argument, 0, OPT_NOSHUF},
         {"start", required_argument, 0, OPT_START}, {"label-fraction", required_argument, 0, 'f'},
         {"label-seed", required_argument, 0, OPT_LSEED}, {"labeled-only", no_argument, 0, OPT_LONLY},
+        {"shard", required_argument, 0, OPT_SHARD}, {"batch", required_argument, 0, 'b'},
         {"output", required_argument, 0, 'o'}, {"zstd", required_argument, 0, 'z'},
         {"threads", required_argument, 0, 'T'}, {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
     int opt;
-    while ((opt = getopt_long(argc, argv, "m:u:e:s:f:o:z:T:qhV", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "m:u:e:s:f:o:z:T:b:qhV", longopts, NULL)) != -1) {
         switch (opt) {
         case 'm':
             if (!strcmp(optarg, "simclr")) mode = MODE_SIMCLR;
@@ -135,6 +140,17 @@ int main(int argc, char **argv)
         case 'f': fraction = cli_double("--label-fraction", optarg, 1e-9, 1); break;
         case OPT_LSEED: label_seed = (uint64_t)cli_int("--label-seed", optarg, 0, INT64_MAX); break;
         case OPT_LONLY: labeled_only = true; break;
+        case OPT_SHARD: {
+            char *slash = strchr(optarg, '/');
+            if (!slash || slash == optarg || !slash[1])
+                die_usage("--shard: '%s' is not R/K (this process's rank R of K)", optarg);
+            *slash = 0;
+            shard_count = cli_int("--shard K", slash + 1, 1, 1 << 20);
+            shard_rank = cli_int("--shard R", optarg, 0, shard_count - 1);
+            *slash = '/';
+            break;
+        }
+        case 'b': shard_batch = cli_int("--batch", optarg, 1, 1 << 30); break;
         case 'o': output = optarg; break;
         case 'z': wopts.zstd_level = (int)cli_int("--zstd", optarg, 0, 19); break;
         case 'T': threads = (int)cli_int("--threads", optarg, 1, 1024); break;
@@ -150,6 +166,13 @@ int main(int argc, char **argv)
         unit_case = mode == MODE_MICLE;
     if (mode == MODE_SINGLE && unit_case)
         die_usage("--mode single goes over images (--unit image)");
+    if (shard_count && !shard_batch)
+        die_usage("--shard needs --batch (the global batch it slices)");
+    if (shard_batch && !shard_count)
+        die_usage("--batch is the global batch of --shard: give --shard R/K too");
+    if (shard_count && shard_batch % shard_count)
+        die_usage("--shard %lld/%lld: the batch of %lld does not split into %lld equal slices", shard_rank,
+                  shard_count, shard_batch, shard_count);
     if (threads > 0)
         omp_set_num_threads(threads);
 
@@ -220,7 +243,7 @@ int main(int argc, char **argv)
                 (unsigned long long)label_seed, (long long)ncases_used, (long long)nimages_used);
 
     mts_writer *w = mts_writer_open(output, &wopts);
-    mts_write_header(w, "pair-sample", argc, argv, 10 + PACK_META_KEYS);
+    mts_write_header(w, "pair-sample", argc, argv, 10 + (shard_count ? 1 : 0) + PACK_META_KEYS);
     mts_put_str(w, "mode", mode_names[mode]);
     mts_put_str(w, "unit", unit_case ? "case" : "image");
     mts_put_int(w, "pairs_per_epoch", nunits);
@@ -231,11 +254,22 @@ int main(int argc, char **argv)
     mts_put_f64(w, "label_fraction", fraction > 0 ? fraction : 1.0);
     mts_put_int(w, "cases", ncases_used);
     mts_put_int(w, "images", nimages_used);
+    if (shard_count) {
+        // The trainer checks that its stream is its own rank's share of its
+        // own batch; pairs_per_epoch, epochs and start stay global.
+        mts_put_key(w, "shard");
+        msgpack_packer *pk = mts_packer(w);
+        msgpack_pack_array(pk, 3);
+        msgpack_pack_int64(pk, shard_rank);
+        msgpack_pack_int64(pk, shard_count);
+        msgpack_pack_int64(pk, shard_batch);
+    }
     pack_put_meta(w, &p.meta);
 
     uint32_t *order = xmalloc((size_t)nunits * sizeof *order);
     int window = 16 * omp_get_max_threads();
     fetched *fx = xcalloc((size_t)window, sizeof *fx);
+    bool *mine = xmalloc((size_t)window * sizeof *mine);
     progress_t prog;
     progress_init(&prog, 30);
     double t0 = now_seconds();
@@ -250,9 +284,18 @@ int main(int argc, char **argv)
         int64_t first = e == start / nunits ? start % nunits : 0;
         for (int64_t lo = first; lo < nunits; lo += window) {
             int n = (int)(nunits - lo < window ? nunits - lo : window);
+            // A shard keeps the records at global positions e x nunits + index
+            // whose place in their run of shard_batch falls in its slice; the
+            // draws below depend on (epoch, index) only, so every record is
+            // the one a single process writes.
+            for (int k = 0; k < n; k++)
+                mine[k] = !shard_count || ((e * (long long)nunits + lo + k) % shard_batch) /
+                                              (shard_batch / shard_count) == shard_rank;
             // Read the window's cases in parallel; write them in order.
 #pragma omp parallel for schedule(dynamic, 1)
             for (int k = 0; k < n; k++) {
+                if (!mine[k])
+                    continue;
                 const unit *un = &units[order[lo + k]];
                 fetched *f = &fx[k];
                 pack_read_case(&p, un->c, &f->r, &f->f, &f->images);
@@ -271,6 +314,8 @@ int main(int argc, char **argv)
                 f->b = b;
             }
             for (int k = 0; k < n; k++) {
+                if (!mine[k])
+                    continue;
                 const unit *un = &units[order[lo + k]];
                 fetched *f = &fx[k];
                 bool labeled = p.labeled[un->c];
@@ -299,8 +344,8 @@ int main(int argc, char **argv)
                     mts_put_int(w, "label", p.label[un->c]);
                 }
                 mts_reader_close(f->r);
+                written++;
             }
-            written += n;
             if (!quiet) {
                 double el = now_seconds() - t0;
                 progress_update(&prog, "epoch %lld/%lld, %lld records, %.0f/s", e + 1, epochs, written,
@@ -315,6 +360,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "pair-sample: %lld records (%lld per epoch x %lld epochs, from %lld) in %.1f s\n",
                 written, (long long)nunits, epochs, start, now_seconds() - t0);
     free(fx);
+    free(mine);
     free(order);
     free(units);
     free(eligible);

@@ -56,6 +56,33 @@ pair-sample -q -m micle -e 3 --seed 7 --start 70 s.pack > r.mts
     || fail "start"
 grep -q 'start=70' <<<"$(mts show r.mts | head -1)" && pass "the header says where it started" || fail "start header"
 
+# Sharding: rank R of K keeps the R-th slice of every run of --batch records
+# (counted from the first record of epoch 0, so --start keeps the runs), with
+# the records' own epoch and index; dealing the shards' slices back in turn
+# gives the unsharded stream.  micle: 48 pairs an epoch, 3 epochs, batch 8.
+deal() {  # deal K SLICE FILES...: the records of the files, a slice of each in turn
+    awk -v k="$1" -v s="$2" 'FNR == 1 { f++ } { r[f, c[f]++] = $0 }
+        END { for (i = 0; i < c[1]; i += s) for (j = 1; j <= k; j++) for (q = i; q < i + s && (j, q) in r; q++) print r[j, q] }' "${@:3}"
+}
+for k in 2 4; do
+    for r in $(seq 0 $((k - 1))); do
+        pair-sample -q -m micle -e 3 --seed 7 --shard $r/$k --batch 8 s.pack | fields > "sh$r.txt"
+    done
+    [ "$(deal $k $((8 / k)) $(for r in $(seq 0 $((k - 1))); do echo "sh$r.txt"; done))" = "$(fields a.mts)" ] \
+        && pass "--shard R/$k --batch 8: the shards' slices dealt in turn give the whole stream" || fail "shard $k"
+done
+for r in 0 1; do
+    pair-sample -q -m micle -e 3 --seed 7 --start 16 --shard $r/2 --batch 8 s.pack | fields > "st$r.txt"
+done
+[ "$(deal 2 4 st0.txt st1.txt)" = "$(mts cat --skip 16 a.mts | fields)" ] \
+    && pass "--shard with --start 16: the same runs of 8" || fail "shard start"
+grep -q 'shard=\[1, 2, 8\]' <<<"$(pair-sample -q --shard 1/2 --batch 8 s.pack | mts show | head -1)" \
+    && pass "the header names the shard and its batch" || fail "shard header" "$(pair-sample -q --shard 1/2 --batch 8 s.pack | mts show | head -1)"
+check_fails "--shard without --batch" 2 "--shard needs --batch" pair-sample --shard 0/2 s.pack
+check_fails "--shard 2/2: no such rank" 2 "--shard R" pair-sample --shard 2/2 --batch 8 s.pack
+check_fails "--batch 6 over 4 shards" 2 "batch of 6 does not split into 4" pair-sample --shard 0/4 --batch 6 s.pack
+check_fails "--shard 1-2" 2 "is not R/K" pair-sample --shard 1-2 --batch 8 s.pack
+
 # Label fractions: stratified by class, nested across fractions.
 lf() { pair-sample -q -m single -f "$1" --label-seed 5 s.pack | mts show --no-stats | awk '$2 == "record" { print $3 }' | sort -u; }
 s10=$(lf 0.1); s50=$(lf 0.5)
