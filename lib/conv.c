@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "blas.h"
+#include "conv_direct.h"
 #include "util.h"
 
 // The im2col matrix is built and multiplied a block of columns at a time,
@@ -28,7 +29,7 @@ static const size_t slot_budget = (size_t)64 << 20;
 static float *workspace;
 static size_t workspace_floats;
 
-static float *workspace_get(size_t floats)
+float *conv_workspace(size_t floats)
 {
     if (floats > workspace_floats) {
         free(workspace);
@@ -36,6 +37,23 @@ static float *workspace_get(size_t floats)
         workspace_floats = floats;
     }
     return workspace;
+}
+
+// The direct path runs the forward pass from 8 columns up, the backward
+// from 16 (bench/conv_layers.c; the rule is explained in conv.h).
+enum { direct_forward_min_width = 8, direct_backward_min_width = 16 };
+
+static conv_path path = CONV_PATH_AUTO;
+
+void conv_set_path(conv_path p) { path = p; }
+
+const char *conv_kernels_name(void) { return conv_direct_kernel_name(); }
+
+static bool use_direct(const conv2d *c, int w, int min_width)
+{
+    if (path == CONV_PATH_IM2COL || !conv_direct_supports(c))
+        return false;
+    return path == CONV_PATH_DIRECT || w >= min_width;
 }
 
 void conv_workspace_release(void)
@@ -348,10 +366,14 @@ static size_t slot_floats(const conv2d *c, const geometry *g)
 
 void conv2d_forward(const conv2d *c, int n, int h, int w, const float *x, float *y)
 {
+    if (use_direct(c, w, direct_forward_min_width)) {
+        conv_direct_forward(c, n, h, w, x, y);
+        return;
+    }
     const int threads = omp_get_max_threads();
     geometry g = geometry_of(c, n, h, w, threads);
     const size_t slot = slot_floats(c, &g);
-    float *ws = workspace_get(mul_size((size_t)threads, slot, "conv workspace"));
+    float *ws = conv_workspace(mul_size((size_t)threads, slot, "conv workspace"));
 #pragma omp parallel num_threads(threads)
     {
         float *cols = ws + (size_t)omp_get_thread_num() * slot;
@@ -504,6 +526,10 @@ static void input_grad_task(const conv2d *c, const geometry *g, int n, int t, co
 void conv2d_backward(conv2d *c, int n, int h, int w, const float *x, const float *dy,
                      float *dx, bool accumulate_dx)
 {
+    if (use_direct(c, w, direct_backward_min_width)) {
+        conv_direct_backward(c, n, h, w, x, dy, dx, accumulate_dx);
+        return;
+    }
     const int threads = omp_get_max_threads();
     geometry gw = geometry_of(c, n, h, w, 1), gx = geometry_of(c, n, h, w, threads);
     // Each thread's part: an im2col block for dx (rows, gx.cols) or its rows
@@ -522,7 +548,7 @@ void conv2d_backward(conv2d *c, int n, int h, int w, const float *x, const float
     const size_t slot = cols_floats + (size_t)c->out_ch * fold_cols;
     const size_t dwt_floats = (size_t)gw.rows * c->out_ch;
     const size_t folded_floats = shared_fold ? (size_t)n * gw.out_image : 0;
-    float *ws = workspace_get(add_size(add_size(mul_size((size_t)threads, slot, "conv workspace"),
+    float *ws = conv_workspace(add_size(add_size(mul_size((size_t)threads, slot, "conv workspace"),
                                                 dwt_floats, "conv workspace"),
                                        folded_floats, "conv workspace"));
     float *dwt = ws + (size_t)threads * slot, *dy_folded = shared_fold ? dwt + dwt_floats : NULL;

@@ -2,7 +2,27 @@
 // norm, which has the shift), NCHW, square kernel, any size, stride and
 // padding.
 //
-// Forward and backward run as GEMMs over blocks of im2col columns, each
+// Two paths; each call takes one:
+//   direct (conv_direct.h): stride-1 convolutions that keep the map's size
+//     (kernel = 2 pad + 1 > 1: every 3x3 conv of a ResNet but the first of
+//     a downsampling stage, and the U-Net decoder's), the forward pass on
+//     maps 8 or more wide, the backward on maps 16 or more wide.  No
+//     im2col matrix: register-blocked kernels (convk.h, AVX-512, AVX2 or
+//     portable, chosen at run time) read each tap from a padded copy of a
+//     few input rows.
+//   im2col + GEMM: everything else (1x1, strided, the stems, small maps).
+// Why (build/bench/conv_layers --model c --threads 1 --batch 128, GFLOP/s
+// of forward / backward-data / backward-weights, AMD EPYC with AVX2,
+// direct against im2col): 32x32 32->32: 76 / 79 / 62 against 44 / 51 /
+// 48; 16x16 64->64: 81 / 81 / 50 against 50 / 61 / 53; 8x8 128->128: 63 /
+// 62 / 44 against 55 / 64 / 56; 4x4 256->256: 61 / 56 / 30 against 56 /
+// 64 / 55.  The direct path computes the 2 pad columns of every padded
+// row and drops them (20% of the work 8 wide, 33% 4 wide), and its weight
+// gradient sums a few positions per image; on small maps im2col's copies
+// cost less than that.  Strided convolutions would need the input split
+// into its stride phases first; not done.
+//
+// The im2col path runs as GEMMs over blocks of im2col columns, each
 // block small enough to stay in cache while it is built and multiplied:
 // part of one image's output map, or several whole images when the maps
 // are small.  The threads take whole blocks, each with single-threaded
@@ -50,5 +70,14 @@ void conv2d_backward(conv2d *c, int n, int h, int w, const float *x, const float
                      float *dx, bool accumulate_dx);
 
 void conv_workspace_release(void);
+
+// Which path runs a convolution the direct path supports: auto (the
+// default: by the measured rule above), or always one of the two, for
+// tests and benchmarks.
+typedef enum { CONV_PATH_AUTO, CONV_PATH_IM2COL, CONV_PATH_DIRECT } conv_path;
+void conv_set_path(conv_path p);
+
+// The direct path's kernel set ("avx512", "avx2", "generic"; convk.h).
+const char *conv_kernels_name(void);
 
 #endif

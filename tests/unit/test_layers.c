@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "../check.h"
 #include "../fixture.h"
@@ -24,6 +26,8 @@
 #include "blas.h"
 #include "bn.h"
 #include "conv.h"
+#include "conv_direct.h"
+#include "convk.h"
 #include "linear.h"
 #include "loss.h"
 #include "pool.h"
@@ -162,8 +166,8 @@ static double conv_objective(void *ctx)
 // Forward, then backward with dy = r; dx is checked both overwritten and
 // accumulated onto existing values, and the weight gradient is added onto
 // a non-zero one (layers accumulate into parameter gradients).
-static void run_conv_case(const char *name, int n, int ci, int h, int w, int co, int k,
-                          int s, int p)
+static void run_conv_case_once(const char *name, int n, int ci, int h, int w, int co, int k,
+                               int s, int p)
 {
     conv2d c;
     conv2d_init(&c, ci, co, k, s, p);
@@ -217,6 +221,40 @@ static void run_conv_case(const char *name, int n, int ci, int h, int w, int co,
     free(t.x), free(t.wt), free(t.r), free(t.y);
 }
 
+// The kernel sets this CPU runs, widest first.
+static int runnable_kernels(const convk **sets)
+{
+    int count = 0;
+    static const char *const names[] = {"avx512", "avx2", "generic"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (convk_by_name(names[i]))
+            sets[count++] = convk_by_name(names[i]);
+    return count;
+}
+
+// The case on the im2col path, then, when the direct path runs the layer,
+// on it with each kernel set this CPU runs.
+static void run_conv_case(const char *name, int n, int ci, int h, int w, int co, int k, int s,
+                          int p)
+{
+    char label[160];
+    conv_set_path(CONV_PATH_IM2COL);
+    snprintf(label, sizeof label, "%s (im2col)", name);
+    run_conv_case_once(label, n, ci, h, w, co, k, s, p);
+    conv2d probe = {.in_ch = ci, .out_ch = co, .kernel = k, .stride = s, .pad = p};
+    if (conv_direct_supports(&probe)) {
+        const convk *sets[3];
+        for (int i = 0, count = runnable_kernels(sets); i < count; i++) {
+            conv_direct_use_kernels(sets[i]);
+            conv_set_path(CONV_PATH_DIRECT);
+            snprintf(label, sizeof label, "%s (direct, %s)", name, sets[i]->name);
+            run_conv_case_once(label, n, ci, h, w, co, k, s, p);
+        }
+        conv_direct_use_kernels(NULL);
+    }
+    conv_set_path(CONV_PATH_AUTO);
+}
+
 TEST(conv_3x3_s1_p1) { run_conv_case("conv 3x3 s1 p1", 2, 3, 7, 5, 4, 3, 1, 1); }
 TEST(conv_3x3_s2_p1) { run_conv_case("conv 3x3 s2 p1", 3, 2, 9, 6, 5, 3, 2, 1); }
 TEST(conv_1x1_s1) { run_conv_case("conv 1x1 s1", 3, 5, 4, 6, 3, 1, 1, 0); }
@@ -241,6 +279,15 @@ TEST(conv_3x3_s2_split_map) { run_conv_case("conv 3x3 s2 split map", 2, 2, 137, 
 // small maps (no im2col, dx added through the grouped layout).
 TEST(conv_1x1_split_map_more_outputs) { run_conv_case("conv 1x1 split map", 2, 3, 65, 65, 4, 1, 1, 0); }
 TEST(conv_1x1_grouped_more_outputs) { run_conv_case("conv 1x1 grouped", 3, 2, 8, 8, 6, 1, 1, 0); }
+// The direct path's edges: taps not a multiple of the weight gradient's 3
+// (5x5 on one channel), a 7x7, channels just past a tile (9 outputs, 17
+// inputs: 8-row tiles of AVX-512 and 4-row ones of AVX2), a 1x1 map
+// (every tap but the centre in the padding), maps narrower than a tile.
+TEST(conv_5x5_s1_p2_one_channel) { run_conv_case("conv 5x5 s1 p2", 2, 1, 9, 11, 6, 5, 1, 2); }
+TEST(conv_7x7_s1_p3) { run_conv_case("conv 7x7 s1 p3", 1, 2, 12, 10, 3, 7, 1, 3); }
+TEST(conv_3x3_tile_edges) { run_conv_case("conv 3x3 9 outputs 17 inputs", 2, 17, 6, 7, 9, 3, 1, 1); }
+TEST(conv_3x3_one_pixel) { run_conv_case("conv 3x3 1x1 map", 3, 2, 1, 1, 3, 3, 1, 1); }
+TEST(conv_3x3_one_row) { run_conv_case("conv 3x3 1x13 map", 2, 3, 1, 13, 2, 3, 1, 1); }
 
 // ---- batch norm ---------------------------------------------------------
 
@@ -1146,6 +1193,132 @@ TEST(conv_same_bytes_with_1_2_3_7_threads)
     blas_set_threads(2);
 }
 
+// One conv's forward, dx (accumulated onto `prior`) and dW, concatenated,
+// on the path and kernel set given.
+static float *conv_outputs(conv_path path, const convk *set, int n, int ci, int h, int w, int co,
+                           int k, int pad, size_t *len)
+{
+    conv_set_path(path);
+    conv_direct_use_kernels(set);
+    rng_state = 4242;
+    conv2d c;
+    conv2d_init(&c, ci, co, k, 1, pad);
+    size_t nx = (size_t)n * ci * h * w, ny = (size_t)n * co * h * w, nw = (size_t)co * ci * k * k;
+    float *wt = random_f32(nw, -1, 1), *x = random_f32(nx, -1, 1), *dy = random_f32(ny, -1, 1);
+    float *prior = random_f32(nx, -1, 1);
+    memcpy(c.weight, wt, nw * sizeof(float));
+    *len = ny + nx + nw;
+    float *all = xmalloc(*len * sizeof(float));
+    conv2d_forward(&c, n, h, w, x, all);
+    memcpy(all + ny, prior, nx * sizeof(float));
+    conv2d_backward(&c, n, h, w, x, dy, all + ny, true);
+    memcpy(all + ny + nx, c.weight_grad, nw * sizeof(float));
+    conv2d_free(&c);
+    free(wt), free(x), free(dy), free(prior);
+    conv_set_path(CONV_PATH_AUTO);
+    conv_direct_use_kernels(NULL);
+    return all;
+}
+
+// Shapes too big for finite differences, where the direct path cuts maps
+// into several chunks (the last one shorter) and pads the weight
+// gradient's images in several groups (the last one smaller): every
+// kernel set agrees with im2col + GEMM to rounding, and gives the same
+// bytes on 1, 2 and 3 threads.
+TEST(conv_direct_chunks_and_groups)
+{
+    static const int shapes[][6] = {
+        // n, ci, h, w, co, k (pad k / 2)
+        {5, 40, 61, 60, 36, 3},   // 5 chunks of 13 rows (the last 9), dW groups of 2, 2, 1
+        {37, 8, 4, 4, 12, 3},     // small maps, many images
+        {3, 6, 33, 31, 5, 5},
+    };
+    const convk *sets[3];
+    const int count = runnable_kernels(sets);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int *a = shapes[i];
+        size_t len, len2;
+        float *ref = conv_outputs(CONV_PATH_IM2COL, NULL, a[0], a[1], a[2], a[3], a[4], a[5], a[5] / 2, &len);
+        for (int k = 0; k < count; k++) {
+            blas_set_threads(2);
+            float *got = conv_outputs(CONV_PATH_DIRECT, sets[k], a[0], a[1], a[2], a[3], a[4], a[5],
+                                      a[5] / 2, &len2);
+            double worst = 0;
+            for (size_t e = 0; e < len; e++) {
+                double err = fabs((double)got[e] - ref[e]) / (1 + fabs(ref[e]));
+                worst = err > worst ? err : worst;
+            }
+            // dW sums up to 18300 products, in another order than the
+            // GEMM's (and without FMA in the generic set): rounding only.
+            // A wrong tap or a lost row is off by far more than this.
+            EXPECT_MSG(len2 == len && worst < 5e-4, "direct (%s) against im2col, shape %zu: relative error %g",
+                       sets[k]->name, i, worst);
+            for (int threads = 1; threads <= 3; threads += 2) {
+                blas_set_threads(threads);
+                float *again = conv_outputs(CONV_PATH_DIRECT, sets[k], a[0], a[1], a[2], a[3], a[4],
+                                            a[5], a[5] / 2, &len2);
+                EXPECT_MSG(memcmp(again, got, len * sizeof(float)) == 0,
+                           "direct (%s), shape %zu: %d threads differ from 2", sets[k]->name, i, threads);
+                free(again);
+            }
+            free(got);
+        }
+        free(ref);
+    }
+    blas_set_threads(2);
+}
+
+// MEDSSL_CONV_KERNELS, in a child (the choice is made once per process):
+// returns the exit status, and what it printed in out.
+static int child_conv_kernels(const char *value, char *out, size_t size)
+{
+    int fd[2];
+    if (pipe(fd) != 0)
+        die("test", "pipe failed");
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0)
+        die("test", "fork failed");
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        dup2(fd[1], 2);
+        close(fd[0]);
+        setenv("MEDSSL_CONV_KERNELS", value, 1);
+        conv_direct_use_kernels(NULL);
+        printf("%s\n", convk_selected()->name);
+        fflush(stdout);
+        _exit(0);
+    }
+    close(fd[1]);
+    size_t got = 0;
+    ssize_t r;
+    while (got + 1 < size && (r = read(fd[0], out + got, size - 1 - got)) > 0)
+        got += (size_t)r;
+    out[got] = 0;
+    close(fd[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+TEST(conv_kernels_chosen_by_name)
+{
+    char out[512];
+    EXPECT(child_conv_kernels("generic", out, sizeof out) == 0 && strcmp(out, "generic\n") == 0);
+    EXPECT(child_conv_kernels("auto", out, sizeof out) == 0);
+    const char *widest = __builtin_cpu_supports("avx512f") ? "avx512\n"
+                         : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? "avx2\n"
+                                                                                           : "generic\n";
+    EXPECT_MSG(strcmp(out, widest) == 0, "auto chose %s", out);
+    EXPECT(child_conv_kernels("sse9", out, sizeof out) == 1);
+    EXPECT_MSG(strstr(out, "MEDSSL_CONV_KERNELS=sse9: no such kernel set (kernel sets: auto avx512 avx2 generic)"),
+               "got: %s", out);
+    if (!__builtin_cpu_supports("avx512f")) {
+        EXPECT(child_conv_kernels("avx512", out, sizeof out) == 1);
+        EXPECT_MSG(strstr(out, "this CPU cannot run that set"), "got: %s", out);
+    }
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -1165,6 +1338,13 @@ int main(int argc, char **argv)
     RUN(conv_3x3_s2_split_map);
     RUN(conv_1x1_split_map_more_outputs);
     RUN(conv_1x1_grouped_more_outputs);
+    RUN(conv_5x5_s1_p2_one_channel);
+    RUN(conv_7x7_s1_p3);
+    RUN(conv_3x3_tile_edges);
+    RUN(conv_3x3_one_pixel);
+    RUN(conv_3x3_one_row);
+    RUN(conv_direct_chunks_and_groups);
+    RUN(conv_kernels_chosen_by_name);
     RUN(conv_same_bytes_with_1_2_3_7_threads);
     RUN(bn2d_train);
     RUN(bn2d_eval);
