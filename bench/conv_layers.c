@@ -169,12 +169,13 @@ int main(int argc, char **argv)
         static const struct {
             conv_path path;
             const char *name;
-        } paths[] = {{CONV_PATH_IM2COL, "im2col"}, {CONV_PATH_DIRECT, "direct"}, {CONV_PATH_AUTO, "auto"}};
+        } paths[] = {{CONV_PATH_IM2COL, "im2col"}, {CONV_PATH_ROWS, "rows"}, {CONV_PATH_GATHER, "gather"},
+                     {CONV_PATH_AUTO, "auto"}};
         for (size_t p = 0; p < sizeof paths / sizeof *paths; p++) {
             const bool direct_runs = s->s == 1 && s->k > 1 && s->k == 2 * s->p + 1;
-            if (paths[p].path == CONV_PATH_DIRECT && !direct_runs)
-                continue;
-            if (paths[p].path == CONV_PATH_AUTO && !direct_runs)
+            const bool pointwise = s->k == 1 && s->s == 1 && s->p == 0;
+            if ((paths[p].path == CONV_PATH_ROWS && !direct_runs) ||
+                (paths[p].path != CONV_PATH_IM2COL && pointwise))
                 continue;
             conv_set_path(paths[p].path);
             double t[3];
@@ -184,7 +185,7 @@ int main(int argc, char **argv)
                    flop / t[0] / 1e9, flop / t[1] / 1e9, flop / t[2] / 1e9, ms);
             if (paths[p].path != CONV_PATH_AUTO && ms < best_ms)
                 best_ms = ms;
-            if (paths[p].path == CONV_PATH_AUTO || !direct_runs)
+            if (paths[p].path == CONV_PATH_AUTO || pointwise)
                 total[0] += ms;
         }
         total[1] += best_ms;

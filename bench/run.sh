@@ -50,7 +50,7 @@ bin=$root/bin helpers=$root/build/helpers benches=$root/build/bench
 py=/usr/bin/python3   # Debian's: the one with torch, sklearn, PIL (not pyenv's)
 cores=$(nproc)
 for f in "$bin/case-pack" "$bin/augment" "$bin/ntxent-step" "$helpers/mkpack" "$benches/sgemm" \
-         "$benches/simclr_step" "$benches/metrics_auc"; do
+         "$benches/simclr_step" "$benches/metrics_auc" "$benches/conv_layers"; do
     [ -x "$f" ] || { echo "run.sh: $f is missing: run 'make bench' (it builds everything first)" >&2; exit 1; }
 done
 
@@ -268,6 +268,7 @@ step_row() {
     # median best max-rss of a rates file ("images/s rss" lines)
     rates() { sort -g "$1" | awk '{ v[NR] = $1; if ($2 > m) m = $2 } END { printf "%s %s %s\n", v[int((NR + 1) / 2)], v[NR], m }'; }
     read -r ours o rss_ours < <(rates "$dir/ours.rates")
+    echo "$id $ours" >> "$dir/step_medians"
     if [ $have_torch = 0 ]; then
         say "$id: no peer: $no_torch"
         row "$id" "$title training step, $label: images/s, median (best) of $step_rounds (peak RSS)" "$ours ($o) ($rss_ours MB)" "–" "skipped" "$no_torch"
@@ -281,7 +282,7 @@ step_row() {
         "$benches/${kind}_step" "${args[@]}" --warmup 1 --steps 1
     ge "$ratio" 1 || step_reason_once=${step_reason_once:-"The causes are those given under $id."}
 }
-: > "$dir/steps.txt"
+: > "$dir/steps.txt"; : > "$dir/step_medians"
 step_reason_once=""   # the reason is written out under the first step row below 1 only
 step_row 2a simclr "ResNet-18, 3×${a_size}×${a_size}, N=$a_pairs" --depth 18 --width 1 --stem large --channels 3 \
     --size "$a_size" --pairs "$a_pairs"
@@ -298,6 +299,31 @@ step_row 2e pcrl "ResNet-18 + decoder, 3×${a_size}×${a_size}, N=$e_pairs" --de
 step_row 2f pcrl "ResNet-18 small stem ×0.5 + decoder, 1×32×32, N=$f_pairs" --depth 18 --width 0.5 --stem small \
     --channels 1 --size 32 --pairs "$f_pairs"
 { echo '```'; cat "$dir/steps.txt"; echo '```'; echo; } >> "$details"
+
+# Per-layer rates of the convolutions and ResNet-50's step against the
+# SGEMM limit: a step is about three forward passes (forward, dx, dW), 3 x
+# 8.2 GFLOP per 224 image (torchvision's 4.1 G multiply-adds), so the
+# SGEMM rate on every core bounds it at rate / 24.5 images/s.
+{
+    echo "### Convolutions layer by layer (build/bench/conv_layers)"
+    echo
+    echo "GFLOP/s of each distinct conv shape of the model, on every path that runs it (conv.h: padded rows, channels last, im2col + GEMM; auto is the default rule), $cores threads, best of 9 calls; backward-data is the whole backward's time minus the weight gradient's alone, so it is the noisiest column."
+    echo
+    r50=$(awk '$1 == "2b" { print $2 }' "$dir/step_medians" 2>/dev/null)
+    if [ -n "$r50" ] && [ -n "${ours_rate:-}" ]; then
+        echo "ResNet-50's step (2b, median) against the SGEMM limit: $r50 images/s x 24.5 GFLOP = $(awk -v r="$r50" 'BEGIN { printf "%.0f", r * 24.5 }') GFLOP/s, $(awk -v r="$r50" -v g="$ours_rate" 'BEGIN { printf "%.0f%%", 100 * r * 24.5 / g }') of SGEMM 2048^3 on $cores threads ($ours_rate GFLOP/s)."
+        echo
+    fi
+} >> "$details"
+layer_models=(c r50)
+[ $quick = 1 ] && layer_models=(c)
+for model in "${layer_models[@]}"; do
+    say "2: conv_layers --model $model"
+    layer_args=(--model "$model" --threads "$cores")
+    [ $quick = 1 ] && layer_args+=(--batch 32)
+    "$benches/conv_layers" "${layer_args[@]}" > "$dir/layers.txt"
+    { echo "\`build/bench/conv_layers ${layer_args[*]}\`:"; echo; echo '```'; cat "$dir/layers.txt"; echo '```'; echo; } >> "$details"
+done
 
 # --- 3. augment vs torchvision ------------------------------------------------------
 if [ ! -f "$root/bench/augment.sh" ]; then

@@ -39,21 +39,62 @@ float *conv_workspace(size_t floats)
     return workspace;
 }
 
-// The direct path runs the forward pass from 8 columns up, the backward
-// from 16 (bench/conv_layers.c; the rule is explained in conv.h).
-enum { direct_forward_min_width = 8, direct_backward_min_width = 16 };
+// Padded rows run maps from 16 wide, smaller ones go channels last
+// (bench/conv_layers.c; conv.h says why).
+enum { rows_min_width = 16 };
 
 static conv_path path = CONV_PATH_AUTO;
+static bool path_read;
 
-void conv_set_path(conv_path p) { path = p; }
+void conv_set_path(conv_path p)
+{
+    path = p;
+    path_read = true;
+}
+
+// MEDSSL_CONV_PATH, once, unless conv_set_path came first.
+static void read_path_env(void)
+{
+    if (path_read)
+        return;
+    path_read = true;
+    const char *v = getenv("MEDSSL_CONV_PATH");
+    if (!v || !*v || strcmp(v, "auto") == 0)
+        path = CONV_PATH_AUTO;
+    else if (strcmp(v, "im2col") == 0)
+        path = CONV_PATH_IM2COL;
+    else if (strcmp(v, "rows") == 0)
+        path = CONV_PATH_ROWS;
+    else if (strcmp(v, "gather") == 0)
+        path = CONV_PATH_GATHER;
+    else
+        die("conv", "MEDSSL_CONV_PATH=%s: not a path (auto, im2col, rows, gather)", v);
+}
 
 const char *conv_kernels_name(void) { return conv_direct_kernel_name(); }
 
-static bool use_direct(const conv2d *c, int w, int min_width)
+// The path of a layer at this width, for its forward or backward pass.  A
+// 1x1 stride-1 conv is a GEMM of the input itself on every path.  A layer
+// the direct paths do not support (strided, the stems) goes channels last
+// for its forward pass and weight gradient when a direct path is asked
+// for; its dx is im2col's.  By default a strided 1x1 conv stays im2col's
+// (no faster channels last), and so does the backward of a conv on fewer
+// than 8 input channels (a stem: its tiles of 6 or 12 input channels
+// would be mostly empty).
+static conv_path path_for(const conv2d *c, int w, bool backward)
 {
-    if (path == CONV_PATH_IM2COL || !conv_direct_supports(c))
-        return false;
-    return path == CONV_PATH_DIRECT || w >= min_width;
+    read_path_env();
+    const bool pointwise = c->kernel == 1 && c->stride == 1 && c->pad == 0;
+    if (path == CONV_PATH_IM2COL || pointwise)
+        return CONV_PATH_IM2COL;
+    if (!conv_direct_supports(c)) {
+        if (path != CONV_PATH_AUTO)
+            return path == CONV_PATH_GATHER ? CONV_PATH_GATHER : CONV_PATH_IM2COL;
+        return c->kernel == 1 || (backward && c->in_ch < 8) ? CONV_PATH_IM2COL : CONV_PATH_GATHER;
+    }
+    if (path != CONV_PATH_AUTO)
+        return path;
+    return w >= rows_min_width ? CONV_PATH_ROWS : CONV_PATH_GATHER;
 }
 
 void conv_workspace_release(void)
@@ -366,9 +407,15 @@ static size_t slot_floats(const conv2d *c, const geometry *g)
 
 void conv2d_forward(const conv2d *c, int n, int h, int w, const float *x, float *y)
 {
-    if (use_direct(c, w, direct_forward_min_width)) {
+    switch (path_for(c, w, false)) {
+    case CONV_PATH_ROWS:
         conv_direct_forward(c, n, h, w, x, y);
         return;
+    case CONV_PATH_GATHER:
+        conv_gather_forward(c, n, h, w, x, y);
+        return;
+    default:
+        break;
     }
     const int threads = omp_get_max_threads();
     geometry g = geometry_of(c, n, h, w, threads);
@@ -523,13 +570,35 @@ static void input_grad_task(const conv2d *c, const geometry *g, int n, int t, co
     }
 }
 
+// The im2col path's backward: dW when `weights`, dx when given.
+static void im2col_backward(conv2d *c, int n, int h, int w, const float *x, const float *dy,
+                            bool weights, float *dx, bool accumulate_dx);
+
 void conv2d_backward(conv2d *c, int n, int h, int w, const float *x, const float *dy,
                      float *dx, bool accumulate_dx)
 {
-    if (use_direct(c, w, direct_backward_min_width)) {
+    switch (path_for(c, w, true)) {
+    case CONV_PATH_ROWS:
         conv_direct_backward(c, n, h, w, x, dy, dx, accumulate_dx);
         return;
+    case CONV_PATH_GATHER:
+        if (conv_direct_supports(c)) {
+            conv_gather_backward(c, n, h, w, x, dy, dx, accumulate_dx);
+            return;
+        }
+        conv_gather_weight_grad(c, n, h, w, x, dy);
+        if (dx)
+            im2col_backward(c, n, h, w, x, dy, false, dx, accumulate_dx);
+        return;
+    default:
+        im2col_backward(c, n, h, w, x, dy, true, dx, accumulate_dx);
+        return;
     }
+}
+
+static void im2col_backward(conv2d *c, int n, int h, int w, const float *x, const float *dy,
+                            bool weights, float *dx, bool accumulate_dx)
+{
     const int threads = omp_get_max_threads();
     geometry gw = geometry_of(c, n, h, w, 1), gx = geometry_of(c, n, h, w, threads);
     // Each thread's part: an im2col block for dx (rows, gx.cols) or its rows
@@ -557,9 +626,10 @@ void conv2d_backward(conv2d *c, int n, int h, int w, const float *x, const float
     {
         float *cols = ws + (size_t)omp_get_thread_num() * slot;
         float *folded = cols + cols_floats;
-        if (shared_fold)
+        if (shared_fold && weights)
             fold_dy(c, &gw, n, dy, dy_folded);
-        weight_grad_part(c, &gw, n, threads, x, dy, dy_folded, cols, folded, dwt);
+        if (weights)
+            weight_grad_part(c, &gw, n, threads, x, dy, dy_folded, cols, folded, dwt);
         if (dx) {
 #pragma omp for schedule(static)
             for (int t = 0; t < tasks; t++)

@@ -2,25 +2,35 @@
 // norm, which has the shift), NCHW, square kernel, any size, stride and
 // padding.
 //
-// Two paths; each call takes one:
-//   direct (conv_direct.h): stride-1 convolutions that keep the map's size
-//     (kernel = 2 pad + 1 > 1: every 3x3 conv of a ResNet but the first of
-//     a downsampling stage, and the U-Net decoder's), the forward pass on
-//     maps 8 or more wide, the backward on maps 16 or more wide.  No
-//     im2col matrix: register-blocked kernels (convk.h, AVX-512, AVX2 or
-//     portable, chosen at run time) read each tap from a padded copy of a
-//     few input rows.
-//   im2col + GEMM: everything else (1x1, strided, the stems, small maps).
-// Why (build/bench/conv_layers --model c --threads 1 --batch 128, GFLOP/s
-// of forward / backward-data / backward-weights, AMD EPYC with AVX2,
-// direct against im2col): 32x32 32->32: 76 / 79 / 62 against 44 / 51 /
-// 48; 16x16 64->64: 81 / 81 / 50 against 50 / 61 / 53; 8x8 128->128: 63 /
-// 62 / 44 against 55 / 64 / 56; 4x4 256->256: 61 / 56 / 30 against 56 /
-// 64 / 55.  The direct path computes the 2 pad columns of every padded
-// row and drops them (20% of the work 8 wide, 33% 4 wide), and its weight
-// gradient sums a few positions per image; on small maps im2col's copies
-// cost less than that.  Strided convolutions would need the input split
-// into its stride phases first; not done.
+// Three paths; each call takes one (conv_set_path below forces one):
+//   padded rows (conv_direct.h): stride-1 convs that keep the map's size
+//     (kernel = 2 pad + 1 > 1: every 3x3 conv of a ResNet but the first
+//     of a downsampling stage, and the U-Net decoder's) on maps 16 or more
+//     wide.  No im2col matrix: register-blocked kernels (convk.h, AVX-512,
+//     AVX2 or portable, chosen at run time) read each tap from a padded
+//     copy of a few input rows, NCHW.
+//   channels last (conv_direct.h): the same layers on maps under 16 wide;
+//     and the forward pass and weight gradient of strided convs with a
+//     kernel > 1 (their dx is im2col's) but the weight gradient of a conv
+//     on fewer than 8 channels (the stems).  Kernels of the same sets, on
+//     a padded channels-last copy of a group of images.
+//   im2col + GEMM: the rest (1x1 convs, the stems' backward).
+// Why: GFLOP/s of forward / backward-data / backward-weights, AMD EPYC
+// with AVX2, one thread, build/bench/conv_layers --model c --threads 1
+// --batch 128 (and --model r18 for the stem), padded rows; channels last;
+// im2col:
+//   32x32 32->32:   73/72/71;  74/67/57;  42/47/45
+//   16x16 64->64:   76/73/69;  81/76/63;  49/56/52
+//   8x8 128->128:   51/59/50;  87/69/60;  46/57/51
+//   4x4 256->256:   38/72/26;  84/74/53;  45/49/45
+//   32x32 3x3 s2 32->64: channels last 61/-/45 against im2col 41/-/42;
+//   8x8 3x3 s2 128->256: 77/-/51 against 48/-/50; 1x1 s2: level (within
+//   noise); 7x7 s2 stem 3->64 at 64: 66/-/28 against 47/-/44.
+// (SGEMM 1024^3 on the same thread: 82-84.)  Padded rows compute the 2 pad
+// columns of every padded row and drop them (6% of the work 32 wide, 33% 4
+// wide); channels last wastes nothing but pays a layout copy per call,
+// and its weight gradient tiles need 6 (AVX2) or 12 (AVX-512) input
+// channels to be full.
 //
 // The im2col path runs as GEMMs over blocks of im2col columns, each
 // block small enough to stay in cache while it is built and multiplied:
@@ -71,10 +81,13 @@ void conv2d_backward(conv2d *c, int n, int h, int w, const float *x, const float
 
 void conv_workspace_release(void);
 
-// Which path runs a convolution the direct path supports: auto (the
-// default: by the measured rule above), or always one of the two, for
-// tests and benchmarks.
-typedef enum { CONV_PATH_AUTO, CONV_PATH_IM2COL, CONV_PATH_DIRECT } conv_path;
+// Which path runs: auto (the default: by the measured rule above), or
+// always the one given, where it can (im2col runs everything; rows only
+// the convs that keep the size, falling back to im2col; gather every conv
+// but 1x1 stride 1).  The environment variable MEDSSL_CONV_PATH (auto,
+// im2col, rows, gather) sets it at the first convolution, unless
+// conv_set_path was called first; an unknown value is an error.
+typedef enum { CONV_PATH_AUTO, CONV_PATH_IM2COL, CONV_PATH_ROWS, CONV_PATH_GATHER } conv_path;
 void conv_set_path(conv_path p);
 
 // The direct path's kernel set ("avx512", "avx2", "generic"; convk.h).

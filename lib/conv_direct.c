@@ -1,6 +1,7 @@
 #include "conv_direct.h"
 
 #include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -312,4 +313,237 @@ void conv_direct_backward(conv2d *c, int n, int h, int w, const float *x, const 
     pack_backward(c, ks->mr, g.mblocks, packed);
     tap_offsets(c->out_ch, c->kernel, g.wp, g.plane, off);
     correlate(ks, &g, n, packed, off, ws, dy, dx, accumulate_dx);
+}
+
+// ---- channels last: small maps ---------------------------------------------
+//
+// On small maps the padded rows waste too much (a third of the work 4
+// wide), so these convolutions go channels last: a padded (h + 2 pad,
+// w + 2 pad, channels) copy of each image, and gather tiles (convk.h)
+// whose rows are output positions (forward, dx) or input channels (dW),
+// each with its own pointer, and whose columns are a vector block of
+// output channels.  Tap k = (ky, kx, ci) is then an offset (ky wp + kx)
+// channels + ci from a position's pointer.
+
+// Images [0, count) of src (count, ch, h, w) into dst, channels last and
+// zero-padded: (count, h + 2 pad, w + 2 pad, stride), channels past ch zero.
+static void to_channels_last(const float *src, int count, int ch, int h, int w, int pad, int stride,
+                             float *dst)
+{
+    const int wp = w + 2 * pad, hp = h + 2 * pad;
+    for (int i = 0; i < count; i++) {
+        float *d = dst + (size_t)i * hp * wp * stride;
+        memset(d, 0, (size_t)hp * wp * stride * sizeof(float));
+        const float *s = src + (size_t)i * ch * h * w;
+        for (int c = 0; c < ch; c++)
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++)
+                    d[((size_t)(y + pad) * wp + x + pad) * stride + c] = s[((size_t)c * h + y) * w + x];
+    }
+}
+
+// The gather forward's weights: [block][ky][kx][ci][j] = weight (b gnr + j,
+// ci, ky, kx), 0 past out_ch.  With flip, dx's: inputs and outputs swapped
+// and the taps flipped, [block][ky][kx][o][j] = weight (o, b gnr + j, k-1-ky, k-1-kx).
+static void pack_gather(const conv2d *c, bool flip, int gnr, float *packed)
+{
+    const int k = c->kernel, kk = k * k;
+    const int rows_in = flip ? c->out_ch : c->in_ch, cols = flip ? c->in_ch : c->out_ch;
+    const int blocks = (cols + gnr - 1) / gnr;
+    for (int b = 0; b < blocks; b++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++)
+                for (int ch = 0; ch < rows_in; ch++)
+                    for (int j = 0; j < gnr; j++) {
+                        const int col = b * gnr + j;
+                        float v = 0.0f;
+                        if (col < cols) {
+                            const int o = flip ? ch : col, ci = flip ? col : ch;
+                            const int tap = flip ? (k - 1 - ky) * k + (k - 1 - kx) : ky * k + kx;
+                            v = c->weight[((size_t)o * c->in_ch + ci) * kk + tap];
+                        }
+                        *packed++ = v;
+                    }
+}
+
+// Images per group: the group's padded inputs and channels-last outputs
+// within about 384 KB (they stay in L2 while every block of outputs reads
+// them), in groups of equal size, and a multiple of `threads` groups when
+// there are enough images (1 for the weight gradient, whose sums follow
+// the groups; the forward pass's outputs do not depend on them).
+static int gather_group(int n, size_t image_floats, int threads)
+{
+    enum { group_floats = 96 << 10 };
+    int g = (int)(group_floats / image_floats);
+    g = g < 1 ? 1 : g > n ? n : g;
+    int groups = (n + g - 1) / g;
+    if (n >= threads)
+        groups = (groups + threads - 1) / threads * threads;
+    return (n + groups - 1) / groups;
+}
+
+// out (n, out_ch, oh, ow) = (or += when accumulate) the correlation of
+// in (n, in_ch, h, w), zero-padded by pad, at the given stride, with
+// weights packed by pack_gather.  A task is one group of images: each
+// output is computed by one thread in one fixed order.
+static void gather_correlate(const convk *ks, int n, int in_ch, int out_ch, int h, int w, int k,
+                             int stride, int pad, const float *packed, const float *in, float *out,
+                             bool accumulate)
+{
+    const int wp = w + 2 * pad, hp = h + 2 * pad;
+    const int oh = (hp - k) / stride + 1, ow = (wp - k) / stride + 1, map = oh * ow;
+    const int blocks = (out_ch + ks->gnr - 1) / ks->gnr, out_stride = blocks * ks->gnr;
+    const int kdim = k * k * in_ch;
+    const size_t in_pad = (size_t)hp * wp * in_ch, out_cl = (size_t)map * out_stride;
+    const int group = gather_group(n, in_pad + out_cl, omp_get_max_threads()), tasks = (n + group - 1) / group;
+    const int positions = round_up(group * map, ks->gmr);
+    // Per thread: the group's padded inputs, its outputs (positions rows),
+    // the positions' pointers.  Shared: the offsets of the taps, the unit
+    // strides of the weights.
+    const size_t slot = (size_t)group * in_pad + (size_t)positions * out_stride +
+                        (size_t)positions * sizeof(float *) / sizeof(float) + 1;
+    const size_t floats = add_size(mul_size((size_t)omp_get_max_threads(), slot, "conv workspace"),
+                                   2 * (size_t)kdim, "conv workspace");
+    float *ws = conv_workspace(floats);
+    int *aoff = (int *)(ws + floats - 2 * (size_t)kdim), *boff = aoff + kdim;
+    for (int ky = 0, t = 0; ky < k; ky++)
+        for (int kx = 0; kx < k; kx++)
+            for (int ch = 0; ch < in_ch; ch++, t++) {
+                aoff[t] = (ky * wp + kx) * in_ch + ch;
+                boff[t] = t * ks->gnr;
+            }
+    const size_t in_image = (size_t)in_ch * h * w, out_image = (size_t)out_ch * map;
+#pragma omp parallel
+    {
+        float *xp = ws + (size_t)omp_get_thread_num() * slot;
+        float *res = xp + (size_t)group * in_pad;
+        // Pointers are 8-aligned: slot and res's length are whole floats,
+        // rounded up by one for an odd count.
+        const float **rows = (const float **)(((uintptr_t)(res + (size_t)positions * out_stride) + 7) & ~(uintptr_t)7);
+#pragma omp for schedule(static)
+        for (int t = 0; t < tasks; t++) {
+            const int first = t * group, count = first + group <= n ? group : n - first;
+            to_channels_last(in + (size_t)first * in_image, count, in_ch, h, w, pad, in_ch, xp);
+            const int used = count * map;
+            for (int p = 0; p < positions; p++) {
+                const int q = p < used ? p : used - 1;   // past the end: repeat the last
+                const int i = q / map, y = q % map / ow * stride, x = q % ow * stride;
+                rows[p] = xp + ((size_t)i * hp * wp + (size_t)y * wp + x) * in_ch;
+            }
+            for (int b = 0; b < blocks; b++)
+                for (int p = 0; p < used; p += ks->gmr)
+                    ks->gather_tile(kdim, rows + p, aoff, packed + (size_t)b * kdim * ks->gnr, boff,
+                                    res + (size_t)p * out_stride + (size_t)b * ks->gnr, out_stride, false);
+            for (int i = 0; i < count; i++) {
+                float *dst = out + (size_t)(first + i) * out_image;
+                const float *src = res + (size_t)i * map * out_stride;
+                for (int o = 0; o < out_ch; o++)
+                    for (int q = 0; q < map; q++) {
+                        const float v = src[(size_t)q * out_stride + o];
+                        dst[(size_t)o * map + q] = accumulate ? dst[(size_t)o * map + q] + v : v;
+                    }
+            }
+        }
+    }
+}
+
+void conv_gather_forward(const conv2d *c, int n, int h, int w, const float *x, float *y)
+{
+    const convk *ks = kernels();
+    const int blocks = (c->out_ch + ks->gnr - 1) / ks->gnr;
+    const size_t packed_floats = (size_t)blocks * ks->gnr * c->in_ch * c->kernel * c->kernel;
+    float *packed = xaligned_alloc(packed_floats * sizeof(float));
+    pack_gather(c, false, ks->gnr, packed);
+    gather_correlate(ks, n, c->in_ch, c->out_ch, h, w, c->kernel, c->stride, c->pad, packed, x, y, false);
+    free(packed);
+}
+
+// dW[o][ci][ky][kx] = the sum over images and output positions p of
+// x[p + (ky, kx)][ci] dy[p][o]: tiles of (gmr input channels, gnr
+// outputs) for one tap, each summing over the positions of a group of
+// images, group after group in order (into the tile's own accumulators),
+// whichever thread has it.
+static void gather_weight_grad(const convk *ks, conv2d *c, int n, int h, int w, const float *x,
+                               const float *dy)
+{
+    const int k = c->kernel, pad = c->pad, s = c->stride, wp = w + 2 * pad, hp = h + 2 * pad;
+    const int oh = conv2d_out_size(c, h), ow = conv2d_out_size(c, w), map = oh * ow;
+    const int oblocks = (c->out_ch + ks->gnr - 1) / ks->gnr, out_stride = oblocks * ks->gnr;
+    const int cblocks = (c->in_ch + ks->gmr - 1) / ks->gmr, kk = k * k;
+    const int tiles = kk * cblocks * oblocks;
+    const size_t x_image = (size_t)hp * wp * c->in_ch, dy_image = (size_t)map * out_stride;
+    const int group = gather_group(n, x_image + dy_image, 1);
+    const size_t tile_floats = (size_t)ks->gmr * ks->gnr;
+    const size_t floats = (size_t)group * (x_image + dy_image) + (size_t)tiles * tile_floats +
+                          2 * (size_t)group * map;
+    float *ws = conv_workspace(floats);
+    float *dyg = ws + (size_t)group * x_image, *acc = dyg + (size_t)group * dy_image;
+    int *aoff = (int *)(acc + (size_t)tiles * tile_floats), *boff = aoff + (size_t)group * map;
+    const size_t in_image = (size_t)c->in_ch * h * w, out_image = (size_t)c->out_ch * map;
+#pragma omp parallel
+    {
+        for (int first = 0; first < n; first += group) {
+            const int count = first + group <= n ? group : n - first, used = count * map;
+#pragma omp for schedule(static)
+            for (int i = 0; i < count; i++) {
+                to_channels_last(x + (size_t)(first + i) * in_image, 1, c->in_ch, h, w, pad, c->in_ch,
+                                 ws + (size_t)i * x_image);
+                to_channels_last(dy + (size_t)(first + i) * out_image, 1, c->out_ch, oh, ow, 0, out_stride,
+                                 dyg + (size_t)i * dy_image);
+            }
+#pragma omp for schedule(static)
+            for (int p = 0; p < used; p++) {
+                const int i = p / map, y = p % map / ow * s, xx = p % ow * s;
+                aoff[p] = (int)(((size_t)i * hp * wp + (size_t)y * wp + xx) * c->in_ch);
+                boff[p] = p * out_stride;
+            }
+#pragma omp for schedule(static)
+            for (int t = 0; t < tiles; t++) {
+                const int tap = t / (cblocks * oblocks), cb = t / oblocks % cblocks, ob = t % oblocks;
+                const int ky = tap / k, kx = tap % k;
+                const float *rows[16];   // gmr <= 16
+                for (int r = 0; r < ks->gmr; r++) {
+                    const int ci = cb * ks->gmr + r < c->in_ch ? cb * ks->gmr + r : c->in_ch - 1;
+                    rows[r] = ws + (size_t)(ky * wp + kx) * c->in_ch + ci;
+                }
+                ks->gather_tile(used, rows, aoff, dyg + (size_t)ob * ks->gnr, boff,
+                                acc + (size_t)t * tile_floats, ks->gnr, first > 0);
+            }
+        }
+    }
+    for (int t = 0; t < tiles; t++) {
+        const int tap = t / (cblocks * oblocks), cb = t / oblocks % cblocks, ob = t % oblocks;
+        const float *a = acc + (size_t)t * tile_floats;
+        for (int r = 0; r < ks->gmr; r++) {
+            const int ci = cb * ks->gmr + r;
+            if (ci >= c->in_ch)
+                break;
+            for (int j = 0; j < ks->gnr; j++) {
+                const int o = ob * ks->gnr + j;
+                if (o < c->out_ch)
+                    c->weight_grad[((size_t)o * c->in_ch + ci) * kk + tap] += a[(size_t)r * ks->gnr + j];
+            }
+        }
+    }
+}
+
+void conv_gather_weight_grad(conv2d *c, int n, int h, int w, const float *x, const float *dy)
+{
+    gather_weight_grad(kernels(), c, n, h, w, x, dy);
+}
+
+void conv_gather_backward(conv2d *c, int n, int h, int w, const float *x, const float *dy,
+                          float *dx, bool accumulate_dx)
+{
+    const convk *ks = kernels();
+    gather_weight_grad(ks, c, n, h, w, x, dy);
+    if (!dx)
+        return;
+    const int blocks = (c->in_ch + ks->gnr - 1) / ks->gnr;
+    const size_t packed_floats = (size_t)blocks * ks->gnr * c->out_ch * c->kernel * c->kernel;
+    float *packed = xaligned_alloc(packed_floats * sizeof(float));
+    pack_gather(c, true, ks->gnr, packed);
+    gather_correlate(ks, n, c->out_ch, c->in_ch, h, w, c->kernel, 1, c->kernel - 1 - c->pad, packed, dy,
+                     dx, accumulate_dx);
+    free(packed);
 }

@@ -3,7 +3,7 @@
 // portable one in GCC's generic vectors), chosen at run time from the
 // CPU's features.
 //
-// Both kernels read their input in the "flattened padded" form conv.c
+// The first two kernels read their input in the "flattened padded" form conv.c
 // builds: a channel's zero-padded plane laid out row after row, so that
 // every tap (ci, ky, kx) of a stride-1 convolution is one fixed offset
 // into it and a tile of consecutive outputs reads consecutive floats (the
@@ -35,6 +35,13 @@ typedef struct {
     // a fixed order (each lane over the images and j, then the lanes).
     void (*grad_tile)(int nimg, long stride, int nvec, const float *dy, int ldy, const float *x,
                       const int *off, float *g);
+    // The channels-last kernel of small maps: c (gmr, gnr) of row stride
+    // ldc = (accumulate ? c : 0) + sum over k < kdim of a[r][aoff[k]]
+    // b[boff[k] + j].  Each row has its own pointer, so a tile's rows can
+    // be any positions (or channels) and none is wasted on padding.
+    int gmr, gnr;
+    void (*gather_tile)(int kdim, const float *const *a, const int *aoff, const float *b,
+                        const int *boff, float *c, int ldc, bool accumulate);
 } convk;
 
 // The set MEDSSL_CONV_KERNELS names (auto when unset); dies when it names

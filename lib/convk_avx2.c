@@ -1,6 +1,8 @@
 // convk_avx2: the micro-kernels for AVX2 with FMA (8 floats per vector).
 // A tile is 4 output channels by 24 positions: 12 accumulators, 3 loads
 // and 4 broadcasts for 12 FMAs per tap, within the 16 registers.
+// A gather tile is 6 rows by 16 channels (12 accumulators, 2 loads, 6
+// broadcasts), the shape of BLIS's haswell kernel.
 #ifdef __x86_64__
 #include <immintrin.h>
 
@@ -17,6 +19,8 @@
 #define MR 4
 #define NV 3
 #define WR 4
+#define GMR 6
+#define GNV 2
 #define KSET convk_avx2
 #define KSET_NAME "avx2"
 #include "convk_impl.h"

@@ -1,6 +1,7 @@
 // convk_avx512: the micro-kernels for AVX-512F (16 floats per vector).  A
 // tile is 8 output channels by 48 positions: 24 accumulators, 3 loads and
-// 8 broadcasts for 24 FMAs per tap, within the 32 registers.
+// 8 broadcasts for 24 FMAs per tap, within the 32 registers; a gather tile
+// is 12 rows by 32 channels (24 accumulators).
 #ifdef __x86_64__
 #include <immintrin.h>
 
@@ -17,6 +18,8 @@
 #define MR 8
 #define NV 3
 #define WR 8
+#define GMR 12
+#define GNV 2
 #define KSET convk_avx512
 #define KSET_NAME "avx512"
 #include "convk_impl.h"

@@ -3,12 +3,14 @@
 // vector type and operations:
 //   VEC, VL (floats per vector), LOAD(p) (unaligned), STORE(p, v),
 //   BCAST(p) (*p in every lane), FMA(a, b, c) (a b + c), ZERO(),
-//   MR, NV (vectors per tile row: nr = NV VL), WR, TARGET (the function
+//   MR, NV (vectors per tile row: nr = NV VL), WR, GMR and GNV (the
+//   gather tile's rows and vectors), TARGET (the function
 //   attribute that enables the level), KSET and KSET_NAME (the convk
 //   variable and its name).
 // The loops over tile rows and vectors have constant trip counts and are
 // unrolled, so that the accumulators live in registers: MR NV of them for
-// a tile (12 to 24), 3 WR for a weight-gradient tile.
+// a tile (12 to 24), 3 WR for a weight-gradient tile, GMR GNV for a
+// gather tile.
 #include "convk.h"
 
 TARGET static void tile_kernel(int kdim, const float *a, const float *b, const int *off, float *c, int ldc,
@@ -40,6 +42,43 @@ TARGET static void tile_kernel(int kdim, const float *a, const float *b, const i
         float *cr = c + (long)r * ldc;
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
+            VEC out = acc[r][v];
+            if (accumulate)
+                out = out + LOAD(cr + v * VL);
+            STORE(cr + v * VL, out);
+        }
+    }
+}
+
+TARGET static void gather_kernel(int kdim, const float *const *a, const int *aoff, const float *b,
+                                const int *boff, float *c, int ldc, bool accumulate)
+{
+    VEC acc[GMR][GNV];
+#pragma GCC unroll 16
+    for (int r = 0; r < GMR; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < GNV; v++)
+            acc[r][v] = ZERO();
+    for (int k = 0; k < kdim; k++) {
+        const float *bk = b + boff[k];
+        const int ak = aoff[k];
+        VEC bv[GNV];
+#pragma GCC unroll 4
+        for (int v = 0; v < GNV; v++)
+            bv[v] = LOAD(bk + v * VL);
+#pragma GCC unroll 16
+        for (int r = 0; r < GMR; r++) {
+            VEC ar = BCAST(a[r] + ak);
+#pragma GCC unroll 4
+            for (int v = 0; v < GNV; v++)
+                acc[r][v] = FMA(ar, bv[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < GMR; r++) {
+        float *cr = c + (long)r * ldc;
+#pragma GCC unroll 4
+        for (int v = 0; v < GNV; v++) {
             VEC out = acc[r][v];
             if (accumulate)
                 out = out + LOAD(cr + v * VL);
@@ -95,4 +134,7 @@ const convk KSET = {
     .vl = VL,
     .tile = tile_kernel,
     .grad_tile = grad_kernel,
+    .gmr = GMR,
+    .gnr = GNV * VL,
+    .gather_tile = gather_kernel,
 };

@@ -25,14 +25,19 @@ read -r l0 a0 l1 a1 <<<"$(awk 'NR > 1 { loss[NR] = $3; acc[NR] = $4; n = NR }
           print fl / 8, fa / 8, ll / 8, la / 8 }' pre.tsv)"
 awk -v a="$l0" -v b="$l1" 'BEGIN { exit !(b < 0.85 * a) }' && pass "pretraining loss falls ($l0 -> $l1)" \
     || fail "loss falls" "$l0 -> $l1"
-awk -v a="$a0" -v b="$a1" 'BEGIN { exit !(b > 1.5 * a) }' && pass "positive-pair accuracy rises ($a0 -> $a1)" \
-    || fail "pos-acc rises" "$a0 -> $a1"
+# The positive pair is one of 2N - 1 = 63 candidates: chance is 0.016.  The
+# first steps' accuracy is noise around it (0.006-0.035 over pretraining
+# seeds 1-3 and the conv paths; a ratio to it was a coin toss), the last
+# steps' 0.041-0.078: twice chance is the bar.
+awk -v b="$a1" 'BEGIN { exit !(b > 2 / 63) }' && pass "positive-pair accuracy ends above twice chance ($a0 -> $a1)" \
+    || fail "pos-acc above chance" "$a0 -> $a1"
 
 pair-sample -q -m single --split test --no-shuffle p.pack | augment -q --eval --size 16 > test.mts
-# 12 epochs: after 6, top-1 over pretraining seeds 1-4 ranged from 0.21 to
-# 0.56 (a rounding-level change in the weight gradient's summation order
-# moved seed 1 from 0.54 to 0.48); after 12, from 0.60 to 0.75.
-pair-sample -q -m single -e 12 --seed 2 p.pack | augment -q --seed 3 --size 16 \
+# 24 epochs: after 12, top-1 over pretraining seeds 1-3 and the conv paths
+# (MEDSSL_CONV_PATH) ranged from 0.35 to 0.88 (a rounding-level change in
+# a summation order moves a seed by 0.1-0.3); after 24, 0.56 to 0.79 on the
+# default path (one im2col seed still 0.35).
+pair-sample -q -m single -e 24 --seed 2 p.pack | augment -q --seed 3 --size 16 \
     | finetune -q --init pre.ckpt --batch 32 --lr 0.5 -o ft.ckpt
 acc=$(embed -q --ckpt ft.ckpt test.mts | auc | awk '/top-1 accuracy/ { print $3 }')
 awk -v a="$acc" 'BEGIN { exit !(a >= 0.5) }' && pass "fine-tuning beats chance (top-1 $acc, chance 0.25)" \

@@ -232,8 +232,10 @@ static int runnable_kernels(const convk **sets)
     return count;
 }
 
-// The case on the im2col path, then, when the direct path runs the layer,
-// on it with each kernel set this CPU runs.
+// The case on the im2col path, then on each direct path that runs the
+// layer (padded rows: stride-1 convs that keep the size; channels last:
+// every conv but 1x1 stride 1, strided ones with im2col's dx), with each
+// kernel set this CPU runs.
 static void run_conv_case(const char *name, int n, int ci, int h, int w, int co, int k, int s,
                           int p)
 {
@@ -242,16 +244,20 @@ static void run_conv_case(const char *name, int n, int ci, int h, int w, int co,
     snprintf(label, sizeof label, "%s (im2col)", name);
     run_conv_case_once(label, n, ci, h, w, co, k, s, p);
     conv2d probe = {.in_ch = ci, .out_ch = co, .kernel = k, .stride = s, .pad = p};
-    if (conv_direct_supports(&probe)) {
-        const convk *sets[3];
-        for (int i = 0, count = runnable_kernels(sets); i < count; i++) {
-            conv_direct_use_kernels(sets[i]);
-            conv_set_path(CONV_PATH_DIRECT);
-            snprintf(label, sizeof label, "%s (direct, %s)", name, sets[i]->name);
+    const bool rows = conv_direct_supports(&probe), pointwise = k == 1 && s == 1 && p == 0;
+    const convk *sets[3];
+    for (int i = 0, count = pointwise ? 0 : runnable_kernels(sets); i < count; i++) {
+        conv_direct_use_kernels(sets[i]);
+        if (rows) {
+            conv_set_path(CONV_PATH_ROWS);
+            snprintf(label, sizeof label, "%s (rows, %s)", name, sets[i]->name);
             run_conv_case_once(label, n, ci, h, w, co, k, s, p);
         }
-        conv_direct_use_kernels(NULL);
+        conv_set_path(CONV_PATH_GATHER);
+        snprintf(label, sizeof label, "%s (gather, %s)", name, sets[i]->name);
+        run_conv_case_once(label, n, ci, h, w, co, k, s, p);
     }
+    conv_direct_use_kernels(NULL);
     conv_set_path(CONV_PATH_AUTO);
 }
 
@@ -1220,49 +1226,57 @@ static float *conv_outputs(conv_path path, const convk *set, int n, int ci, int 
     return all;
 }
 
-// Shapes too big for finite differences, where the direct path cuts maps
-// into several chunks (the last one shorter) and pads the weight
-// gradient's images in several groups (the last one smaller): every
-// kernel set agrees with im2col + GEMM to rounding, and gives the same
-// bytes on 1, 2 and 3 threads.
+// Shapes too big for finite differences, where the padded rows cut maps
+// into several chunks (the last one shorter) and pad the weight gradient's
+// images in several groups (the last one smaller), and where the channels-
+// last path takes images in several groups: both direct paths, with every
+// kernel set, agree with im2col + GEMM to rounding and give the same bytes
+// on 1, 2 and 3 threads.
 TEST(conv_direct_chunks_and_groups)
 {
     static const int shapes[][6] = {
         // n, ci, h, w, co, k (pad k / 2)
-        {5, 40, 61, 60, 36, 3},   // 5 chunks of 13 rows (the last 9), dW groups of 2, 2, 1
+        {5, 40, 61, 60, 36, 3},   // rows: 5 chunks of 13 rows (the last 9), dW groups of 2, 2, 1
         {37, 8, 4, 4, 12, 3},     // small maps, many images
+        {40, 64, 8, 8, 20, 3},    // gather: 4 groups of 10 images
         {3, 6, 33, 31, 5, 5},
     };
+    static const struct {
+        conv_path path;
+        const char *name;
+    } paths[] = {{CONV_PATH_ROWS, "rows"}, {CONV_PATH_GATHER, "gather"}};
     const convk *sets[3];
     const int count = runnable_kernels(sets);
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int *a = shapes[i];
         size_t len, len2;
         float *ref = conv_outputs(CONV_PATH_IM2COL, NULL, a[0], a[1], a[2], a[3], a[4], a[5], a[5] / 2, &len);
-        for (int k = 0; k < count; k++) {
-            blas_set_threads(2);
-            float *got = conv_outputs(CONV_PATH_DIRECT, sets[k], a[0], a[1], a[2], a[3], a[4], a[5],
-                                      a[5] / 2, &len2);
-            double worst = 0;
-            for (size_t e = 0; e < len; e++) {
-                double err = fabs((double)got[e] - ref[e]) / (1 + fabs(ref[e]));
-                worst = err > worst ? err : worst;
+        for (size_t p = 0; p < sizeof paths / sizeof *paths; p++)
+            for (int k = 0; k < count; k++) {
+                blas_set_threads(2);
+                float *got = conv_outputs(paths[p].path, sets[k], a[0], a[1], a[2], a[3], a[4], a[5],
+                                          a[5] / 2, &len2);
+                double worst = 0;
+                for (size_t e = 0; e < len; e++) {
+                    double err = fabs((double)got[e] - ref[e]) / (1 + fabs(ref[e]));
+                    worst = err > worst ? err : worst;
+                }
+                // dW sums up to 18300 products, in another order than the
+                // GEMM's (and without FMA in the generic set): rounding
+                // only.  A wrong tap or a lost row is off by far more.
+                EXPECT_MSG(len2 == len && worst < 5e-4, "%s (%s) against im2col, shape %zu: relative error %g",
+                           paths[p].name, sets[k]->name, i, worst);
+                for (int threads = 1; threads <= 3; threads += 2) {
+                    blas_set_threads(threads);
+                    float *again = conv_outputs(paths[p].path, sets[k], a[0], a[1], a[2], a[3], a[4],
+                                                a[5], a[5] / 2, &len2);
+                    EXPECT_MSG(memcmp(again, got, len * sizeof(float)) == 0,
+                               "%s (%s), shape %zu: %d threads differ from 2", paths[p].name,
+                               sets[k]->name, i, threads);
+                    free(again);
+                }
+                free(got);
             }
-            // dW sums up to 18300 products, in another order than the
-            // GEMM's (and without FMA in the generic set): rounding only.
-            // A wrong tap or a lost row is off by far more than this.
-            EXPECT_MSG(len2 == len && worst < 5e-4, "direct (%s) against im2col, shape %zu: relative error %g",
-                       sets[k]->name, i, worst);
-            for (int threads = 1; threads <= 3; threads += 2) {
-                blas_set_threads(threads);
-                float *again = conv_outputs(CONV_PATH_DIRECT, sets[k], a[0], a[1], a[2], a[3], a[4],
-                                            a[5], a[5] / 2, &len2);
-                EXPECT_MSG(memcmp(again, got, len * sizeof(float)) == 0,
-                           "direct (%s), shape %zu: %d threads differ from 2", sets[k]->name, i, threads);
-                free(again);
-            }
-            free(got);
-        }
         free(ref);
     }
     blas_set_threads(2);
