@@ -64,19 +64,15 @@ else
     aug_args=() photos=300 auc_n=1000000 stream_n=2000 e2e_n=2048 e2e_batch=128 reps=3 dicom_n=3000
 fi
 
-# Why a row was below 1 when last analysed (2026-12-01, on this machine under
-# others' load), shown with its profile when it still is: the profile is
-# measured afresh, the analysis is not.
-step_reason="Convolutions are im2col + SGEMM.  Since 2026-12-01 conv2d builds and multiplies the im2col
-matrix in blocks of about 1.5 MB that stay in cache (part of one image's map, or several small images),
-a block per thread; per layer at batch 16 on 2 threads, ResNet-50's convolutions went 1.05-1.4x faster
-where the maps are 28x28 or larger (the 7x7 stem 1.4x forward, 1.25x backward) and 0.9-1.0x at 7x7,
-where the weights, packed again for every block, outweigh the images.  Batch norm's statistics take
-one pass (forward 1.3-1.65x).  What is left is the GEMMs themselves (about half of a ResNet-50 step in
-BLIS) and the copies around them (im2col, col2im, batch norm, about a fifth).  Earlier (2026-11-22):
-gemm_f32 runs BLIS single-threaded inside an OpenMP split of C (BLIS's own spin barrier ignores
-OMP_WAIT_POLICY: 2a beside a busy process went from 1.98 to 7.76 images/s); max pooling's window search
-is 2.3x (forward) and 1.3x (backward) faster."
+# Why a row was below 1 when last analysed (2026-12-04, AMD EPYC with AVX2),
+# shown with its profile when it still is: the profile is measured afresh,
+# the analysis is not.
+step_reason="Since 2026-12-04 the 3x3 convolutions run as direct convolutions (lib/conv.h: padded rows on
+maps 16 or more wide, channels last below and for strided convs; register-blocked AVX-512/AVX2 kernels),
+139-183 GFLOP/s per layer on model (c) against 81-104 for im2col + GEMM, with SGEMM at 135-171 on the
+same two threads.  What still runs as im2col + GEMM is ResNet-50's 1x1 convs (most of its FLOPs), the
+stems' backward and the 1x1 downsampling convs; batch norm (statistics, apply, ReLU, residual add) is
+not fused into the convolutions and takes its own passes over every activation."
 casepack_reason="case-pack decodes JPEG through libjpeg-turbo at a DCT scale of M/8 (3/8 for 800x600 -> 224,
 where PIL's draft takes 1/2) and resizes with its own antialiased filter.  Since 2026-12-01 freed
 memory stays with the process (util_init's mallopt): glibc had handed every image's buffers back to the

@@ -8,6 +8,7 @@
 
 #include "blas.h"
 #include "cli.h"
+#include "conv.h"
 #include "util.h"
 
 void model_opts_init(model_opts *o)
@@ -80,6 +81,13 @@ model_config model_opts_resolve(const model_opts *o, const model_config *ckpt_cf
     return c;
 }
 
+const char *compute_description(void)
+{
+    static char line[256];
+    snprintf(line, sizeof line, "%s; conv kernels %s", blas_description(), conv_kernels_name());
+    return line;
+}
+
 bool common_opts_parse(common_opts *c, int opt, const char *arg, const char *usage)
 {
     switch (opt) {
@@ -88,7 +96,7 @@ bool common_opts_parse(common_opts *c, int opt, const char *arg, const char *usa
     case 'h': fputs(usage, stdout); exit(0);
     case 'V':
         blas_init(c->threads);
-        cli_version(blas_description());
+        cli_version(compute_description());
         exit(0);
     }
     return false;

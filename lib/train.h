@@ -48,6 +48,10 @@ typedef struct {
     bool quiet;
 } common_opts;
 
+// What computes: "BLIS 0.9.0, kernels zen3 (auto: avx2), 2 threads; conv
+// kernels avx2" (after blas_init), for --version and the tools' logs.
+const char *compute_description(void);
+
 // Handles one of COMMON_LONGOPTS (--help prints usage and --version the
 // version, both then exit 0); false for any other option.
 bool common_opts_parse(common_opts *c, int opt, const char *arg, const char *usage);

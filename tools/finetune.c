@@ -297,7 +297,7 @@ int main(int argc, char **argv)
         char desc[200];
         model_describe(&cfg, desc, sizeof desc);
         fprintf(stderr, "finetune: %s (%s, %s%s); %s; %lld images x %lld epochs, batch %d, peak lr %g\n", desc, task,
-                init ? "from " : "random init", init ? init : "", blas_description(), (long long)per_epoch,
+                init ? "from " : "random init", init ? init : "", compute_description(), (long long)per_epoch,
                 (long long)epochs, batch, sched.peak_lr);
     }
     FILE *log = NULL;

@@ -272,7 +272,7 @@ int main(int argc, char **argv)
         char desc[200];
         model_describe(&cfg, desc, sizeof desc);
         fprintf(stderr, "ntxent-step: %s, %zu parameters; %s; %s; batch %d, %lld steps (%lld of warm-up), peak lr "
-                "%g, tau %g; %d micro-batches of %d\n", desc, param_count(&m.params), blas_description(),
+                "%g, tau %g; %d micro-batches of %d\n", desc, param_count(&m.params), compute_description(),
                 dist_description(), batch, (long long)length.steps, (long long)sched.warmup_steps, sched.peak_lr,
                 tau, batch / micro, micro);
     }

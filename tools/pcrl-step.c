@@ -172,7 +172,7 @@ int main(int argc, char **argv)
         char desc[200];
         model_describe(&cfg, desc, sizeof desc);
         fprintf(stderr, "pcrl-step: %s + decoder, %zu parameters; %s; batch %d, %lld steps (%lld of warm-up), "
-                "peak lr %g; %s, tau %g; recon weight %g\n", desc, param_count(&p.params), blas_description(), po.batch,
+                "peak lr %g; %s, tau %g; recon weight %g\n", desc, param_count(&p.params), compute_description(), po.batch,
                 (long long)length.steps, (long long)sched.warmup_steps, sched.peak_lr,
                 pc.contrast == PCRL_MOCO ? "InfoNCE against a queue" : "NT-Xent", pc.tau, pc.recon_weight);
         if (pc.contrast == PCRL_MOCO)

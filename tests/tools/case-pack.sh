@@ -118,7 +118,7 @@ case-pack -o bad.pack --size 16 bad.csv 2>err.txt; rc=$?
 # A grey PNG carrying an RGB ICC profile (as PIL writes them) makes libpng
 # warn at every header parse; the chunk is lifted from an RGB PNG.
 vips black b3.v 8 8 --bands 3 && vips copy b3.v rgbicc.png[profile=srgb]
-vips gaussnoise noise.v 96 96 --mean 128 --sigma 40 && vips cast noise.v noisy.jpg uchar
+vips gaussnoise noise.v 96 96 --mean 128 --sigma 40 --seed 7 && vips cast noise.v noisy.jpg uchar
 /usr/bin/python3 - <<'PY'
 import struct
 def chunks(d):
