@@ -123,11 +123,11 @@ float ntxent_loss(const float *z, int rows, int dim, int lo, int hi, float tau,
     return (float)(loss / pairs);
 }
 
-float softmax_xent(const float *logits, const int *labels, int n, int classes,
-                   float *dlogits, int *correct)
+double softmax_xent(const float *logits, const int *labels, int n, int classes, int total,
+                    float *dlogits, int *correct)
 {
-    if (n < 1 || classes < 1)
-        die("softmax_xent", "bad shape (%d, %d)", n, classes);
+    if (n < 1 || classes < 1 || total < n)
+        die("softmax_xent", "bad shape (%d of %d, %d)", n, total, classes);
     double loss = 0;
     int ncorrect = 0;
     for (int i = 0; i < n; i++) {
@@ -148,20 +148,21 @@ float softmax_xent(const float *logits, const int *labels, int n, int classes,
         if (dlogits) {
             float *g = dlogits + (size_t)i * classes;
             for (int c = 0; c < classes; c++)
-                g[c] = (float)((exp((double)x[c] - lse) - (c == y)) / n);
+                g[c] = (float)((exp((double)x[c] - lse) - (c == y)) / total);
         }
     }
     if (correct)
         *correct = ncorrect;
-    return (float)(loss / n);
+    return loss / total;
 }
 
-float sigmoid_bce(const float *logits, const float *targets, int n, int classes,
-                  float *dlogits)
+double sigmoid_bce(const float *logits, const float *targets, int n, int classes, int total,
+                   float *dlogits)
 {
-    if (n < 1 || classes < 1)
-        die("sigmoid_bce", "bad shape (%d, %d)", n, classes);
-    size_t count = (size_t)n * classes;
+    if (n < 1 || classes < 1 || total < n)
+        die("sigmoid_bce", "bad shape (%d of %d, %d)", n, total, classes);
+    const size_t count = (size_t)n * classes;
+    const double all = (double)total * classes;
     double loss = 0;
     for (size_t k = 0; k < count; k++) {
         double x = logits[k], t = targets[k];
@@ -171,10 +172,10 @@ float sigmoid_bce(const float *logits, const float *targets, int n, int classes,
         loss += fmax(x, 0.0) - x * t + log1p(e);
         if (dlogits) {
             double sigmoid = x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
-            dlogits[k] = (float)((sigmoid - t) / (double)count);
+            dlogits[k] = (float)((sigmoid - t) / all);
         }
     }
-    return (float)(loss / (double)count);
+    return loss / all;
 }
 
 float mse_loss(const float *pred, const float *target, size_t n, float *dpred)

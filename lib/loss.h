@@ -49,16 +49,21 @@ float ntxent_loss(const float *z, int rows, int dim, int lo, int hi, float tau,
 // logits: (n, classes); labels: (n,) in [0, classes) (anything else dies);
 // dlogits: (n, classes) or NULL.  correct (may be NULL) receives the number of
 // rows whose first largest logit is at the label (torch.argmax's choice).
-float softmax_xent(const float *logits, const int *labels, int n, int classes,
-                   float *dlogits, int *correct);
+// `total` is the batch the mean is over: n for a batch of its own, the
+// global batch when these n rows are a share of it (a micro-batch, a rank's
+// rows); the value is then this share's part of the mean, and dlogits the
+// whole batch's gradient at these rows, the same bits however it is split.
+double softmax_xent(const float *logits, const int *labels, int n, int classes, int total,
+                    float *dlogits, int *correct);
 
 // Sigmoid binary cross entropy with multi-hot targets, the mean over all
 // n * classes elements (torch's BCEWithLogitsLoss default), evaluated as
 //     max(x, 0) - x t + log(1 + exp(-|x|))
 // so that no logit overflows.  logits, targets (in [0, 1]): (n, classes);
-// dlogits: (n, classes) or NULL, = (sigmoid(x) - t) / (n * classes).
-float sigmoid_bce(const float *logits, const float *targets, int n, int classes,
-                  float *dlogits);
+// dlogits: (n, classes) or NULL, = (sigmoid(x) - t) / (total * classes):
+// `total` rows in the batch, as for softmax_xent.
+double sigmoid_bce(const float *logits, const float *targets, int n, int classes, int total,
+                   float *dlogits);
 
 // InfoNCE against a queue of keys (MoCo's, PCRL's contrast; the official
 // PCRL code's NCE with a normalisation constant is not used).  Query i

@@ -1,6 +1,7 @@
 #include "train.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include "blas.h"
 #include "cli.h"
 #include "conv.h"
+#include "dist.h"
 #include "util.h"
 
 void model_opts_init(model_opts *o)
@@ -531,4 +533,115 @@ optim_config pretrain_optim_config(const pretrain_opts *o)
         oc.momentum = o->momentum;
     oc.weight_decay = o->weight_decay;
     return oc;
+}
+
+// ---- over several ranks ------------------------------------------------------------
+
+noreturn void train_fail_all(int status, const char *where, const char *fmt, ...)
+{
+    if (dist_rank() == 0) {
+        char msg[800];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        warnf(status == EXIT_USAGE ? "usage" : where, "%s", msg);
+        if (status == EXIT_USAGE)
+            fprintf(stderr, "Try '%s --help'.\n", util_progname());
+    }
+    dist_finalize();
+    exit(status);
+}
+
+// Appends rank r to a comma-separated list, while it has room.
+static void list_rank(char *list, size_t cap, int r)
+{
+    size_t len = strlen(list);
+    if (len < cap - 16)
+        snprintf(list + len, cap - len, "%s%d", len ? ", " : "", r);
+}
+
+typedef struct {
+    uint64_t options, header;
+    int32_t shape[3];
+} rank_check;
+
+void train_check_ranks_agree(int argc, char **argv, int first_positional, const stream_info *si, int c, int h,
+                             int w)
+{
+    const int K = dist_size();
+    rank_check mine = {.options = DIST_HASH_INIT, .header = si->header_hash, .shape = {c, h, w}};
+    for (int i = 1; i < first_positional && i < argc; i++)
+        mine.options = dist_hash(mine.options, argv[i], strlen(argv[i]) + 1);
+    rank_check *all = xmalloc((size_t)K * sizeof *all);
+    dist_allgather(&mine, sizeof mine, all);
+    char opts[200] = "", heads[200] = "";
+    for (int r = 1; r < K; r++) {
+        if (all[r].options != all[0].options)
+            list_rank(opts, sizeof opts, r);
+        else if (all[r].header != all[0].header || memcmp(all[r].shape, all[0].shape, sizeof mine.shape))
+            list_rank(heads, sizeof heads, r);
+    }
+    free(all);
+    if (*opts)
+        train_fail_all(EXIT_USAGE, NULL, "rank %s: started with other options than rank 0 (every rank must run the "
+                       "same %s command)", opts, util_progname());
+    if (*heads)
+        train_fail_all(1, "mpi", "rank %s: its stream differs from rank 0's (another pair-sample or augment "
+                       "command, or other images): every rank must run the same pipeline but for --shard", heads);
+}
+
+void train_check_shard(batch_reader *in, int batch)
+{
+    const stream_info *si = batch_info(in);
+    const int K = dist_size(), rank = dist_rank();
+    if ((si->shard[1] || K > 1) && (si->shard[0] != rank || si->shard[1] != K || si->shard[2] != batch))
+        die(batch_name(in), "rank %d of %d, batch %d, reads %s: feed it pair-sample --shard %d/%d --batch %d", rank,
+            K, batch, si->shard[1] ? "another shard" : "a whole stream", rank, K, batch);
+}
+
+void train_check_same_state(const model *m, const optimizer *o, int64_t step)
+{
+    uint64_t h = DIST_HASH_INIT;
+    for (int i = 0; i < m->params.count; i++)
+        h = dist_hash(h, m->params.items[i].w, m->params.items[i].n * sizeof(float));
+    for (int i = 0; i < m->nbn; i++) {
+        const batchnorm *bn = m->bns[i].bn;
+        h = dist_hash(h, bn->running_mean, (size_t)bn->channels * sizeof(float));
+        h = dist_hash(h, bn->running_var, (size_t)bn->channels * sizeof(float));
+    }
+    for (int i = 0; i < optim_state_count(o); i++) {
+        optim_state st = optim_state_get(o, i);
+        h = dist_hash(h, st.data, st.n * sizeof(float));
+    }
+    const int K = dist_size();
+    uint64_t *all = xmalloc((size_t)K * sizeof *all);
+    dist_allgather(&h, sizeof h, all);
+    char differ[200] = "";
+    for (int r = 1; r < K; r++)
+        if (all[r] != all[0])
+            list_rank(differ, sizeof differ, r);
+    free(all);
+    if (*differ)
+        train_fail_all(1, "training", "step %lld: rank %s: its weights, statistics or optimiser state differ from "
+                       "rank 0's", (long long)step, differ);
+}
+
+static int gcd(int a, int b) { return b ? gcd(b, a % b) : a; }
+
+int train_default_micro(int batch) { return batch / gcd(batch, 8); }
+
+void train_check_split(int batch, int micro, const char *unit)
+{
+    const int K = dist_size();
+    if (batch % micro)
+        train_fail_all(EXIT_USAGE, NULL, "--micro-batch %d does not divide the batch of %d", micro, batch);
+    if (batch % K)
+        train_fail_all(EXIT_USAGE, NULL, "--batch %d over %d ranks: the batch must be a multiple of the ranks", batch,
+                       K);
+    const int local = batch / K;
+    if (local % micro)
+        train_fail_all(EXIT_USAGE, NULL, "--batch %d over %d ranks: each rank's %d %s are not whole micro-batches of "
+                       "%d (--micro-batch): give a --micro-batch that divides %d", batch, K, local, unit, micro,
+                       local);
 }

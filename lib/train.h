@@ -7,6 +7,7 @@
 
 #include <getopt.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "batch.h"
 #include "ckpt.h"
@@ -162,6 +163,33 @@ void train_schedule_done(const train_length *t, batch_reader *in, int64_t consum
 // The stream ended at `step`, before the schedule's last step: a warning,
 // or under --strict-length an error.
 void train_stream_short(const train_length *t, batch_reader *in, int64_t step);
+
+// ---- over several ranks (mpirun, dist.h) ---------------------------------------
+//
+// An error that every rank finds alike, from what they all share: rank 0
+// says it (once, not K times), every rank leaves the job and exits with
+// `status` (EXIT_USAGE adds the --help hint).
+_Noreturn void train_fail_all(int status, const char *where, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+// What the ranks of one run must share: their options (argv[1 ..
+// first_positional - 1]; the positional input may differ), their streams'
+// headers (but for the shard) and image shapes.  Rank 0 names the ranks that
+// differ from it; all of them fail.
+void train_check_ranks_agree(int argc, char **argv, int first_positional, const stream_info *si, int c, int h,
+                             int w);
+// The rank's stream must be pair-sample --shard rank/K --batch B (or, for
+// one process, a whole stream or shard 0/1): else dies naming the command.
+void train_check_shard(batch_reader *in, int batch);
+// --check-ranks: every rank hashes its weights, batch-norm statistics and
+// optimiser state; rank 0 names the ranks whose hash differs from its own.
+void train_check_same_state(const model *m, const optimizer *o, int64_t step);
+// The micro-batch of a global batch when none is given: batch / gcd(batch,
+// 8), so that 1, 2, 4 or 8 ranks hold whole micro-batches when they split
+// the batch evenly.
+int train_default_micro(int batch);
+// Checks that `batch` splits over the ranks into whole micro-batches; says
+// (once) what to give instead.  `unit`: "pairs" or "images".
+void train_check_split(int batch, int micro, const char *unit);
 
 // ---- the kNN monitor (ntxent-step --monitor) ------------------------------------
 //

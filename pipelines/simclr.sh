@@ -77,18 +77,13 @@ pack=$1 out=$2; shift 2
 # tells those runs apart from this one), each with its shard of the batches.
 rank=0 shard=()
 if [ "$ranks" -gt 0 ] && [ -z "${MEDSSL_RANKS:-}" ]; then
-    command -v mpirun > /dev/null || die "--ranks: no mpirun (install openmpi-bin)"
-    root=(); [ "$(id -u)" -eq 0 ] && root=(--allow-run-as-root)
-    read -r -a mpi_extra <<<"$mpi_opts"
-    exec mpirun "${root[@]}" -x MEDSSL_RANKS="$ranks" -x MODE="$mode" -x SCRIPT_NAME="$script" \
-        -x OMP_WAIT_POLICY -np "$ranks" "${mpi_extra[@]}" "$0" "${args[@]}"
+    mpi_command "$ranks" "$mpi_opts"
+    exec "${mpi[@]}" -x MODE="$mode" "$0" "${args[@]}"
 fi
 if [ -n "${MEDSSL_RANKS:-}" ]; then
-    rank=${OMPI_COMM_WORLD_RANK:-${PMIX_RANK:-}}
-    [ -n "$rank" ] || die "MEDSSL_RANKS is set but mpirun gave no rank"
+    mpi_rank_setup
     shard=(--shard "$rank/$MEDSSL_RANKS" --batch "$batch")
     [ "$rank" -gt 0 ] && aug_opts="-q $aug_opts"
-    [ -n "$train_threads" ] || train_threads=$(( cores / MEDSSL_RANKS > 0 ? cores / MEDSSL_RANKS : 1 ))
 fi
 [ -n "$train_threads" ] || train_threads=$cores
 

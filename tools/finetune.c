@@ -4,6 +4,10 @@
 // finetune(1)).
 //
 //   pair-sample --mode single -f 0.1 ... | augment ... | finetune --init pre.ckpt -o ft.ckpt
+//
+// Under mpirun -np K (see dist.h), each rank trains on its shard of every
+// global batch (pair-sample --drop-last --shard R/K --batch B) and the ranks
+// keep one model: the same bytes as one process with --micro-batch.
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -33,7 +37,12 @@ static const char usage_text[] =
     "      --random-init       start from random weights (the supervised baseline)\n"
     "      --task T            multiclass or multilabel (default: the stream header's)\n"
     "      --linear            train the classifier only: frozen encoder and batch norms\n"
-    "  -b, --batch N           images per step (default 64)\n"
+    "  -b, --batch N           images per step (default 64), the global batch under mpirun\n"
+    "      --micro-batch M     images per micro-batch: the sums over the batch (batch norm,\n"
+    "                          weight gradients, the loss) are taken per micro-batch and added\n"
+    "                          exactly, so any number of ranks gives the same bytes (under\n"
+    "                          mpirun: default batch / gcd(batch, 8); without it and without\n"
+    "                          mpirun, one sum per batch); every batch must then be full\n"
     "      --epochs E          epochs (default: the stream header's)\n"
     "      --images-per-epoch P  (default: the stream header's pairs_per_epoch)\n"
     "      --strict-length     refuse a stream longer or shorter than the schedule (default: stop\n"
@@ -48,13 +57,16 @@ static const char usage_text[] =
     "                          the epoch with the best accuracy (mean AUC) is kept\n"
     "      --log FILE          per-epoch TSV: epoch step train_loss train_acc val_loss val_metric lr\n"
     "      --seed S            classifier (and --random-init encoder) weights (default 0)\n"
+    "      --check-ranks K     under mpirun, compare a hash of every rank's weights, batch-norm\n"
+    "                          statistics and optimiser state every K steps (a debugging aid)\n"
     "  -T, --threads N         threads (default: all cores; MEDSSL_THREADS)\n"
     "  -q, --quiet             no progress\n"
     "  -h, --help, -V, --version\n"
     MODEL_OPTIONS_HELP;
 
 enum { OPT_INIT = 2000, OPT_RANDOM, OPT_TASK, OPT_LINEAR, OPT_EPOCHS, OPT_IPE, OPT_OPTIM, OPT_LR, OPT_SCALING,
-       OPT_MOMENTUM, OPT_WD, OPT_WARMUP, OPT_VAL, OPT_LOG, OPT_SEED, OPT_STRICT_LENGTH };
+       OPT_MOMENTUM, OPT_WD, OPT_WARMUP, OPT_VAL, OPT_LOG, OPT_SEED, OPT_STRICT_LENGTH, OPT_MICRO,
+       OPT_CHECK_RANKS };
 
 typedef struct {
     bool multilabel;
@@ -107,9 +119,9 @@ static void validate(model *m, const char *path, int batch, label_buf *lb, doubl
         batch_labels(in, meta, n, lb);
         model_forward(m, false, n, h, w, x);
         int right = 0;
-        float l = lb->multilabel ? sigmoid_bce(m->logits, lb->targets, n, k, NULL)
-                                 : softmax_xent(m->logits, lb->labels, n, k, NULL, &right);
-        sum += (double)l * n;
+        double l = lb->multilabel ? sigmoid_bce(m->logits, lb->targets, n, k, n, NULL)
+                                  : softmax_xent(m->logits, lb->labels, n, k, n, NULL, &right);
+        sum += l * n;
         correct += right;
         if (rows + n > cap) {
             cap = 2 * (rows + n);
@@ -155,27 +167,52 @@ static void validate(model *m, const char *path, int batch, label_buf *lb, doubl
     batch_close(in);
 }
 
+// The loss of a batch's n rows (this rank's share of a global batch of
+// `total`) and its gradient dlogits (n, classes); *correct: the batch's
+// right answers.  micro 0: one sum over the n rows (n == total); else one
+// per micro-batch of `micro` rows, added exactly over every rank, so that
+// every rank gets the global batch's mean whatever K is.
+static double batch_loss(const label_buf *lb, const float *logits, int n, int micro, int total, float *dlogits,
+                         int64_t *correct)
+{
+    const int k = lb->classes;
+    if (!micro) {
+        int right = 0;
+        double loss = lb->multilabel ? sigmoid_bce(logits, lb->targets, n, k, n, dlogits)
+                                     : softmax_xent(logits, lb->labels, n, k, n, dlogits, &right);
+        *correct = right;
+        return loss;
+    }
+    const int parts = n / micro;
+    double *part_loss = xmalloc((size_t)parts * sizeof *part_loss), loss;
+    int64_t right_sum = 0;
+    for (int p = 0; p < parts; p++) {
+        const size_t row = (size_t)p * micro, at = row * k;
+        int right = 0;
+        part_loss[p] = lb->multilabel ? sigmoid_bce(logits + at, lb->targets + at, micro, k, total, dlogits + at)
+                                      : softmax_xent(logits + at, lb->labels + row, micro, k, total, dlogits + at,
+                                                     &right);
+        right_sum += right;
+    }
+    dist_sum_f64(part_loss, parts, 1, 1, &loss);
+    dist_sum_i64(&right_sum, 1);
+    free(part_loss);
+    *correct = right_sum;
+    return loss;
+}
+
 int main(int argc, char **argv)
 {
     util_init(argv[0]);
-    // Fine-tuning over several ranks is not there yet (its batches end with
-    // the epochs, which pair-sample's shards do not follow): K copies of one
-    // run writing one file would be worse than an error.
     dist_init(&argc, &argv);
-    if (dist_size() > 1) {
-        if (dist_rank() == 0)
-            warnf("usage", "finetune does not train over several ranks yet: run it as one process (mpirun -np 1, "
-                  "or without mpirun)");
-        dist_finalize();
-        exit(EXIT_USAGE);
-    }
+    const int K = dist_size(), rank = dist_rank();
     common_opts co = {0};
     model_opts mo;
     model_opts_init(&mo);
     const char *output = NULL, *init = NULL, *val = NULL, *log_path = NULL, *task = NULL;
     bool random_init = false, linear_only = false, warmup_given = false, strict_length = false;
-    int batch = 64;
-    int64_t epochs = 0, per_epoch = 0;
+    int batch = 64, micro = 0;
+    int64_t epochs = 0, per_epoch = 0, check_ranks = 0;
     double base_lr = 0.1, momentum = 0.9, weight_decay = 1e-4, warmup_epochs = 0;
     lr_scaling scaling = LR_SCALING_LINEAR;
     optim_kind okind = OPTIM_SGD;
@@ -190,6 +227,7 @@ int main(int argc, char **argv)
         {"weight-decay", required_argument, 0, OPT_WD}, {"warmup-epochs", required_argument, 0, OPT_WARMUP},
         {"val", required_argument, 0, OPT_VAL}, {"log", required_argument, 0, OPT_LOG},
         {"seed", required_argument, 0, OPT_SEED}, {"strict-length", no_argument, 0, OPT_STRICT_LENGTH},
+        {"micro-batch", required_argument, 0, OPT_MICRO}, {"check-ranks", required_argument, 0, OPT_CHECK_RANKS},
         COMMON_LONGOPTS, MODEL_LONGOPTS, {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "o:b:" COMMON_SHORTOPTS, longopts, NULL)) != -1) {
@@ -227,6 +265,8 @@ int main(int argc, char **argv)
         case OPT_LOG: log_path = optarg; break;
         case OPT_SEED: seed = (uint64_t)cli_int("--seed", optarg, 0, INT64_MAX); break;
         case OPT_STRICT_LENGTH: strict_length = true; break;
+        case OPT_MICRO: micro = (int)cli_int("--micro-batch", optarg, 1, 1 << 16); break;
+        case OPT_CHECK_RANKS: check_ranks = cli_int("--check-ranks", optarg, 1, INT64_MAX); break;
         default: die_usage("unknown option");
         }
     }
@@ -236,7 +276,23 @@ int main(int argc, char **argv)
         die_usage("say where the encoder comes from: --init CKPT or --random-init");
     if (optind < argc - 1)
         die_usage("at most one input stream");
-    check_writable(output);
+    // Global-batch sums (micro-batches added exactly): under mpirun, or asked
+    // for; then each rank trains on `local` images of every batch.
+    const bool exact = dist_active() || micro > 0;
+    if (exact && !micro)
+        micro = train_default_micro(batch);
+    if (exact)
+        train_check_split(batch, micro, "images");
+    const int local = exact ? batch / K : batch;
+    if (strict_length && K > 1)
+        train_fail_all(EXIT_USAGE, NULL, "--strict-length is not supported over several ranks yet");
+    // Rank 0 speaks for the run and writes its files.
+    if (rank > 0) {
+        co.quiet = true;
+        log_path = NULL;
+    }
+    if (rank == 0)
+        check_writable(output);
     blas_init(co.threads);
 
     batch_reader *in = batch_open(optind < argc ? argv[optind] : NULL, 1,
@@ -246,6 +302,8 @@ int main(int argc, char **argv)
     int c, h, w;
     batch_shape(in, &c, &h, &w);
     const stream_info *si = batch_info(in);
+    train_check_shard(in, batch);
+    train_check_ranks_agree(argc, argv, optind, si, c, h, w);
     if (!task)
         task = si->task;
     if (strcmp(task, "multiclass") != 0 && strcmp(task, "multilabel") != 0)
@@ -258,6 +316,10 @@ int main(int argc, char **argv)
         epochs = si->epochs;
     if (!per_epoch || !epochs)
         die(batch_name(in), "the header gives no pairs_per_epoch/epochs: give --images-per-epoch and --epochs");
+    if (exact && per_epoch % batch)
+        train_fail_all(1, batch_name(in), "an epoch of %lld images is not whole batches of %d: %s every batch is "
+                       "full (feed pair-sample --drop-last --batch %d)", (long long)per_epoch, batch,
+                       dist_active() ? "under mpirun" : "with --micro-batch", batch);
     // A batch never spans two epochs: an epoch's last batch may be short.
     int64_t steps_per_epoch = (per_epoch + batch - 1) / batch;
     train_length length = {.unit = "images", .per_epoch = per_epoch, .epochs = epochs,
@@ -279,6 +341,8 @@ int main(int argc, char **argv)
         ckpt_load(init, &m, NULL, CKPT_ENCODER);
     if (linear_only)
         model_freeze_encoder(&m);
+    if (exact)
+        model_set_micro(&m, micro);
     optim_config oc = optim_defaults(okind);
     if (okind != OPTIM_ADAMW)
         oc.momentum = momentum;
@@ -296,9 +360,12 @@ int main(int argc, char **argv)
     if (!co.quiet) {
         char desc[200];
         model_describe(&cfg, desc, sizeof desc);
-        fprintf(stderr, "finetune: %s (%s, %s%s); %s; %lld images x %lld epochs, batch %d, peak lr %g\n", desc, task,
-                init ? "from " : "random init", init ? init : "", compute_description(), (long long)per_epoch,
-                (long long)epochs, batch, sched.peak_lr);
+        char split[200] = "";
+        if (exact)
+            snprintf(split, sizeof split, "; %s; %d micro-batches of %d", dist_description(), batch / micro, micro);
+        fprintf(stderr, "finetune: %s (%s, %s%s); %s; %lld images x %lld epochs, batch %d, peak lr %g%s\n", desc,
+                task, init ? "from " : "random init", init ? init : "", compute_description(), (long long)per_epoch,
+                (long long)epochs, batch, sched.peak_lr, split);
     }
     FILE *log = NULL;
     if (log_path) {
@@ -329,36 +396,53 @@ int main(int argc, char **argv)
     volatile sig_atomic_t stop = 0;
     on_stop_signal(&stop);
     batch_stop_on(in, &stop);
+    int halt = 0;  // the signal that stops the run, once every rank knows it
     for (;;) {
         // A batch never spans two epochs, so that validation sees whole epochs.
         int64_t left = per_epoch - (seen - epoch * per_epoch);
-        int want = left < batch ? (int)left : batch;
+        int want = exact ? local : left < batch ? (int)left : batch;
         int n = batch_next(in, want, x, meta);
+        halt = (int)stop;
+        if (exact) {
+            // Every rank takes the step or none does: a rank whose stream
+            // ended (or was cut by a signal) stops them all.  A signal that
+            // comes later is seen at the next step's agreement.
+            int ended[2] = {n < want, halt};
+            dist_max_int(ended, 2);
+            halt = ended[1];
+            if (ended[0])
+                n = 0;
+        }
         if (n > 0) {
             batch_labels(in, meta, n, &lb);
             param_zero_grad(&m.params);
             model_forward(&m, true, n, h, w, x);
-            int right = 0;
-            float loss = lb.multilabel ? sigmoid_bce(m.logits, lb.targets, n, cfg.classes, dlogits)
-                                       : softmax_xent(m.logits, lb.labels, n, cfg.classes, dlogits, &right);
+            const int rows = exact ? batch : n;   // the global batch
+            int64_t right = 0;
+            double loss = batch_loss(&lb, m.logits, n, exact ? micro : 0, rows, dlogits, &right);
             if (!isfinite(loss))
-                die("training", "step %lld: the loss is %g; stopping (try a lower --lr)", (long long)step, loss);
+                train_fail_all(1, "training", "step %lld: the loss is %g; stopping (try a lower --lr)",
+                               (long long)step, loss);
             model_backward(&m, NULL, dlogits);
             double lr = lr_at(&sched, step);
             optim_step(o, lr);
             step++;
-            seen += n;
-            epoch_loss += (double)loss * n;
-            epoch_correct += right;
-            epoch_rows += n;
+            seen += rows;
+            epoch_loss += loss * rows;
+            epoch_correct += (double)right;
+            epoch_rows += rows;
             if (!co.quiet)
                 progress_update(&prog, "epoch %lld step %lld loss %.4f lr %.4g %.1f img/s", (long long)epoch + 1,
                                 (long long)step, loss, lr, seen / (now_seconds() - t0));
+            if (check_ranks && step % check_ranks == 0)
+                train_check_same_state(&m, o, step);
+            if (!exact)
+                halt = (int)stop;   // a signal during the step stops the run after it
         }
         bool epoch_done = n > 0 && seen == (epoch + 1) * per_epoch;
-        if (epoch_done || (n == 0 && epoch_rows > 0) || stop) {
+        if (epoch_done || (n == 0 && epoch_rows > 0) || halt) {
             double vloss = NAN, vmetric = NAN;
-            if (val && (epoch_done || n == 0))
+            if (val && rank == 0 && (epoch_done || n == 0))
                 validate(&m, val, batch, &lb, &vloss, &vmetric);
             epoch++;
             if (log) {
@@ -381,7 +465,7 @@ int main(int argc, char **argv)
             save.records = seen;
             save.epoch = epoch;
             save.loss = epoch_loss / epoch_rows;
-            if (val && vmetric > best_metric) {
+            if (val && rank == 0 && vmetric > best_metric) {
                 // The best epoch so far goes to the output right away, so an
                 // interrupted run keeps it.
                 best_metric = vmetric;
@@ -391,25 +475,36 @@ int main(int argc, char **argv)
             epoch_loss = epoch_correct = 0;
             epoch_rows = 0;
         }
-        if (seen == epochs * per_epoch && !stop)
+        if (seen == epochs * per_epoch && !halt)
             break;
-        if (stop) {
-            if (!val)
-                ckpt_save(output, &m, NULL, &save, "finetune", argc, argv);
-            fprintf(stderr, "finetune: stopped by a signal at step %lld; %s saved\n", (long long)step, output);
+        if (halt) {
+            if (rank == 0) {
+                if (!val)
+                    ckpt_save(output, &m, NULL, &save, "finetune", argc, argv);
+                if (!val)
+                    fprintf(stderr, "finetune: stopped by a signal at step %lld; %s saved\n", (long long)step,
+                            output);
+                else if (best_epoch > 0)
+                    fprintf(stderr, "finetune: stopped by a signal at step %lld; %s holds the best epoch so far "
+                            "(%lld)\n", (long long)step, output, (long long)best_epoch);
+                else
+                    fprintf(stderr, "finetune: stopped by a signal at step %lld, before an epoch with a validation "
+                            "metric: nothing saved\n", (long long)step);
+            }
             break;
         }
         if (n == 0)
             break;
     }
-    if (!stop) {
+    if (!halt) {
         if (step == 0)
-            die(batch_name(in), "no records: nothing trained");
+            train_fail_all(1, batch_name(in), exact ? "fewer images than one batch of %d: nothing trained"
+                           : "no records: nothing trained", batch);
         if (seen == epochs * per_epoch)
             train_schedule_done(&length, in, seen, step, batch, co.quiet);
-        else
+        else if (rank == 0)
             train_stream_short(&length, in, step);
-        if (!val || best_epoch < 0)  // no validation, or no epoch with a defined metric
+        if (rank == 0 && (!val || best_epoch < 0))  // no validation, or no epoch with a defined metric
             ckpt_save(output, &m, NULL, &save, "finetune", argc, argv);
         if (!co.quiet)
             fprintf(stderr, "finetune: %lld steps, %.1f images/s; %s%s\n", (long long)step,
@@ -417,6 +512,12 @@ int main(int argc, char **argv)
         if (!co.quiet && best_epoch >= 0)
             fprintf(stderr, "finetune: kept epoch %lld (val %s %.4f)\n", (long long)best_epoch,
                     lb.multilabel ? "mean AUC" : "accuracy", best_metric);
+    }
+    if (!co.quiet && dist_active()) {
+        double mpi, convert;
+        dist_times(&mpi, &convert);
+        fprintf(stderr, "finetune: rank 0 of %d: %.2f s in MPI (data and waiting), %.2f s converting to and from "
+                "fixed point, of %.2f s\n", K, mpi, convert, now_seconds() - t0);
     }
     if (log && fclose(log) != 0)
         die(log_path, "write error: %s", strerror(errno));
@@ -429,5 +530,5 @@ int main(int argc, char **argv)
     model_free(&m);
     batch_close(in);
     dist_finalize();
-    return stop ? 128 + stop : 0;
+    return halt ? 128 + halt : 0;
 }

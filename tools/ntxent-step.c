@@ -8,7 +8,6 @@
 // global batch (pair-sample --shard R/K --batch B) and the ranks keep one
 // model: the same bytes as one process.
 #include <errno.h>
-#include <stdarg.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -65,90 +64,6 @@ static const char usage_text[] =
 
 enum { OPT_TAU = 2000, OPT_MICRO, OPT_CHECK_RANKS };
 
-// An error that every rank finds alike, from what they all share: rank 0
-// says it (once, not K times), every rank leaves the job and exits.
-static noreturn void fail_all(int status, const char *where, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static noreturn void fail_all(int status, const char *where, const char *fmt, ...)
-{
-    if (dist_rank() == 0) {
-        char msg[800];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof msg, fmt, ap);
-        va_end(ap);
-        warnf(status == EXIT_USAGE ? "usage" : where, "%s", msg);
-        if (status == EXIT_USAGE)
-            fprintf(stderr, "Try '%s --help'.\n", util_progname());
-    }
-    dist_finalize();
-    exit(status);
-}
-
-// --check-ranks: every rank hashes its weights, batch-norm statistics and
-// optimiser state; rank 0 names the ranks whose hash differs from its own.
-static void check_same_state(const model *m, const optimizer *o, int64_t step)
-{
-    uint64_t h = DIST_HASH_INIT;
-    for (int i = 0; i < m->params.count; i++)
-        h = dist_hash(h, m->params.items[i].w, m->params.items[i].n * sizeof(float));
-    for (int i = 0; i < m->nbn; i++) {
-        const batchnorm *bn = m->bns[i].bn;
-        h = dist_hash(h, bn->running_mean, (size_t)bn->channels * sizeof(float));
-        h = dist_hash(h, bn->running_var, (size_t)bn->channels * sizeof(float));
-    }
-    for (int i = 0; i < optim_state_count(o); i++) {
-        optim_state st = optim_state_get(o, i);
-        h = dist_hash(h, st.data, st.n * sizeof(float));
-    }
-    const int K = dist_size();
-    uint64_t *all = xmalloc((size_t)K * sizeof *all);
-    dist_allgather(&h, sizeof h, all);
-    char differ[200] = "";
-    for (int r = 1; r < K; r++)
-        if (all[r] != all[0] && strlen(differ) < sizeof differ - 16)
-            snprintf(differ + strlen(differ), sizeof differ - strlen(differ), "%s%d", *differ ? ", " : "", r);
-    free(all);
-    if (*differ)
-        fail_all(1, "training", "step %lld: rank %s: its weights, statistics or optimiser state differ from rank "
-                 "0's", (long long)step, differ);
-}
-
-static int gcd(int a, int b) { return b ? gcd(b, a % b) : a; }
-
-// What the ranks of one run must share: their options (the positional
-// input may differ), their streams' headers (but for the shard) and image
-// shapes.  Rank 0 names the ranks that differ from it.
-typedef struct {
-    uint64_t options, header;
-    int32_t shape[3];
-} rank_check;
-
-static void check_ranks_agree(int argc, char **argv, int first_positional, const stream_info *si, int c, int h,
-                              int w)
-{
-    const int K = dist_size();
-    rank_check mine = {.options = DIST_HASH_INIT, .header = si->header_hash, .shape = {c, h, w}};
-    for (int i = 1; i < first_positional && i < argc; i++)
-        mine.options = dist_hash(mine.options, argv[i], strlen(argv[i]) + 1);
-    rank_check *all = xmalloc((size_t)K * sizeof *all);
-    dist_allgather(&mine, sizeof mine, all);
-    char opts[200] = "", heads[200] = "";
-    for (int r = 1; r < K; r++) {
-        char *list = all[r].options != all[0].options ? opts : (all[r].header != all[0].header ||
-                     memcmp(all[r].shape, all[0].shape, sizeof mine.shape)) ? heads : NULL;
-        if (list && strlen(list) < sizeof opts - 16)
-            snprintf(list + strlen(list), sizeof opts - strlen(list), "%s%d", *list ? ", " : "", r);
-    }
-    free(all);
-    if (*opts)
-        fail_all(EXIT_USAGE, NULL, "rank %s: started with other options than rank 0 (every rank must run the same "
-                 "ntxent-step command)", opts);
-    if (*heads)
-        fail_all(1, "mpi", "rank %s: its stream differs from rank 0's (another pair-sample or augment command, "
-                 "or other images): every rank must run the same pipeline but for --shard", heads);
-}
-
 int main(int argc, char **argv)
 {
     util_init(argv[0]);
@@ -185,17 +100,11 @@ int main(int argc, char **argv)
     char **ck_argv = monitor_opts_args(&mon, argc, &ck_argc);
     const int batch = po.batch;
     if (!micro)
-        micro = batch / gcd(batch, 8);
-    if (batch % micro)
-        die_usage("--micro-batch %d does not divide the batch of %d", micro, batch);
-    if (batch % K)
-        fail_all(EXIT_USAGE, NULL, "--batch %d over %d ranks: the batch must be a multiple of the ranks", batch, K);
+        micro = train_default_micro(batch);
+    train_check_split(batch, micro, "pairs");
     const int local = batch / K;   // this rank's pairs per step
-    if (local % micro)
-        fail_all(EXIT_USAGE, NULL, "--batch %d over %d ranks: each rank's %d pairs are not whole micro-batches of "
-                 "%d (--micro-batch): give a --micro-batch that divides %d", batch, K, local, micro, local);
     if (po.strict_length && K > 1)
-        fail_all(EXIT_USAGE, NULL, "--strict-length is not supported over several ranks yet");
+        train_fail_all(EXIT_USAGE, NULL, "--strict-length is not supported over several ranks yet");
     // Rank 0 speaks for the run, writes its files and runs the monitor.
     if (rank > 0) {
         co.quiet = true;
@@ -212,12 +121,8 @@ int main(int argc, char **argv)
     int c, h, w;
     batch_shape(in, &c, &h, &w);
     const stream_info *si = batch_info(in);
-    if (si->shard[1] || K > 1) {
-        if (si->shard[0] != rank || si->shard[1] != K || si->shard[2] != batch)
-            die(batch_name(in), "rank %d of %d, batch %d, reads %s: feed it pair-sample --shard %d/%d --batch %d",
-                rank, K, batch, si->shard[1] ? "another shard" : "a whole stream", rank, K, batch);
-    }
-    check_ranks_agree(argc, argv, optind, si, c, h, w);
+    train_check_shard(in, batch);
+    train_check_ranks_agree(argc, argv, optind, si, c, h, w);
     train_length length = train_pair_schedule(in, po.pairs_per_epoch, po.epochs, po.batch, po.strict_length);
     po.pairs_per_epoch = length.per_epoch, po.epochs = length.epochs;
 
@@ -324,7 +229,7 @@ int main(int argc, char **argv)
         int correct = 0;
         float loss = ntxent_loss(z, 2 * batch, cfg.proj_dim, 0, 2 * batch, (float)tau, dz, &correct);
         if (!isfinite(loss))
-            fail_all(1, "training", "step %lld: the loss is %g; stopping (the last checkpoint, if any, is intact; "
+            train_fail_all(1, "training", "step %lld: the loss is %g; stopping (the last checkpoint, if any, is intact; "
                      "try a lower --lr or a higher --tau)", (long long)step, loss);
         model_backward(&m, dz + (size_t)rank * zrows, NULL);
         double lr = lr_at(&sched, step);
@@ -368,7 +273,7 @@ int main(int argc, char **argv)
             break;
         }
         if (check_ranks && step % check_ranks == 0)
-            check_same_state(&m, o, step);
+            train_check_same_state(&m, o, step);
         if (po.save_every && step % po.save_every == 0 && rank == 0)
             ckpt_save(po.output, &m, o, &save, "ntxent-step", ck_argc, ck_argv);
     }
@@ -384,7 +289,7 @@ int main(int argc, char **argv)
             train_report_stop(stop, step, step > first_step, po.output);
     } else {
         if (step == first_step && !schedule_done)
-            fail_all(1, batch_name(in), "fewer pairs than one batch of %d: nothing trained", batch);
+            train_fail_all(1, batch_name(in), "fewer pairs than one batch of %d: nothing trained", batch);
         if (schedule_done)
             train_schedule_done(&length, in, (step - first_step) * po.batch, step, po.batch, co.quiet);
         save.step = step;   // also when a resumed run had nothing left to do

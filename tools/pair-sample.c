@@ -30,7 +30,10 @@ static const char usage_text[] =
     "      --start N           skip the first N records (resume: trainer step x batch)\n"
     "      --shard R/K         write only rank R's share (0 <= R < K) of each global batch\n"
     "                          of --batch records: the R-th slice of batch/K (mpirun -np K)\n"
-    "  -b, --batch B           the global batch of --shard\n"
+    "  -b, --batch B           the global batch (of --shard, of --drop-last)\n"
+    "      --drop-last         write only whole batches of --batch records per epoch: each\n"
+    "                          epoch's last (units mod B) records, in its shuffled order, are\n"
+    "                          dropped (finetune under mpirun needs whole batches)\n"
     "  -f, --label-fraction F  keep a case-level subset of fraction F of the labeled cases,\n"
     "                          stratified by class for multi-class tasks (0 < F <= 1)\n"
     "      --label-seed S      seed of that subset (default 0; nested: the 10% subset is\n"
@@ -103,11 +106,11 @@ int main(int argc, char **argv)
     uint64_t seed = 0, label_seed = 0;
     const char *splits = "train", *output = NULL;
     double fraction = 0;
-    bool shuffle = true, labeled_only = false, quiet = false;
+    bool shuffle = true, labeled_only = false, quiet = false, drop_last = false;
     mts_write_opts wopts = {.zstd_level = -1};
     int threads = 0;
     long long shard_rank = 0, shard_count = 0, shard_batch = 0;
-    enum { OPT_SPLIT = 256, OPT_NOSHUF, OPT_START, OPT_LSEED, OPT_LONLY, OPT_SHARD };
+    enum { OPT_SPLIT = 256, OPT_NOSHUF, OPT_START, OPT_LSEED, OPT_LONLY, OPT_SHARD, OPT_DROP_LAST };
     static const struct option longopts[] = {
         {"mode", required_argument, 0, 'm'}, {"unit", required_argument, 0, 'u'},
         {"epochs", required_argument, 0, 'e'}, {"seed", required_argument, 0, 's'},
@@ -115,6 +118,7 @@ int main(int argc, char **argv)
         {"start", required_argument, 0, OPT_START}, {"label-fraction", required_argument, 0, 'f'},
         {"label-seed", required_argument, 0, OPT_LSEED}, {"labeled-only", no_argument, 0, OPT_LONLY},
         {"shard", required_argument, 0, OPT_SHARD}, {"batch", required_argument, 0, 'b'},
+        {"drop-last", no_argument, 0, OPT_DROP_LAST},
         {"output", required_argument, 0, 'o'}, {"zstd", required_argument, 0, 'z'},
         {"threads", required_argument, 0, 'T'}, {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
@@ -151,6 +155,7 @@ int main(int argc, char **argv)
             break;
         }
         case 'b': shard_batch = cli_int("--batch", optarg, 1, 1 << 30); break;
+        case OPT_DROP_LAST: drop_last = true; break;
         case 'o': output = optarg; break;
         case 'z': wopts.zstd_level = (int)cli_int("--zstd", optarg, 0, 19); break;
         case 'T': threads = (int)cli_int("--threads", optarg, 1, 1024); break;
@@ -168,8 +173,10 @@ int main(int argc, char **argv)
         die_usage("--mode single goes over images (--unit image)");
     if (shard_count && !shard_batch)
         die_usage("--shard needs --batch (the global batch it slices)");
-    if (shard_batch && !shard_count)
-        die_usage("--batch is the global batch of --shard: give --shard R/K too");
+    if (drop_last && !shard_batch)
+        die_usage("--drop-last needs --batch (the batch whose whole multiples an epoch keeps)");
+    if (shard_batch && !shard_count && !drop_last)
+        die_usage("--batch is the global batch of --shard or --drop-last: give --shard R/K or --drop-last too");
     if (shard_count && shard_batch % shard_count)
         die_usage("--shard %lld/%lld: the batch of %lld does not split into %lld equal slices", shard_rank,
                   shard_count, shard_batch, shard_count);
@@ -227,6 +234,12 @@ int main(int argc, char **argv)
             fraction > 0 || labeled_only ? ", labeled only" : "");
     if (nunits > UINT32_MAX)
         die(path, "more than 2^32 units in an epoch");
+    // The records an epoch writes (before sharding): whole batches only
+    // with --drop-last.
+    const int64_t per_epoch = drop_last ? nunits - nunits % shard_batch : nunits;
+    if (per_epoch == 0)
+        die(path, "--drop-last: %lld %s, fewer than one batch of %lld", (long long)nunits,
+            unit_case ? "cases" : "images", shard_batch);
     unit *units = xmalloc((size_t)nunits * sizeof *units);
     int64_t u = 0;
     for (int64_t i = 0; i < p.ncases; i++) {
@@ -246,7 +259,7 @@ int main(int argc, char **argv)
     mts_write_header(w, "pair-sample", argc, argv, 10 + (shard_count ? 1 : 0) + PACK_META_KEYS);
     mts_put_str(w, "mode", mode_names[mode]);
     mts_put_str(w, "unit", unit_case ? "case" : "image");
-    mts_put_int(w, "pairs_per_epoch", nunits);
+    mts_put_int(w, "pairs_per_epoch", per_epoch);
     mts_put_int(w, "epochs", epochs);
     mts_put_int(w, "start", start);
     mts_put_int(w, "seed", (int64_t)seed);
@@ -274,22 +287,22 @@ int main(int argc, char **argv)
     progress_init(&prog, 30);
     double t0 = now_seconds();
     long long written = 0;
-    for (long long e = start / nunits; e < epochs; e++) {
+    for (long long e = start / per_epoch; e < epochs; e++) {
         for (uint32_t k = 0; k < nunits; k++)
             order[k] = k;
         if (shuffle) {
             rng_t r = rng_make(seed, (uint64_t)e, 0, RNG_SHUFFLE);
             rng_shuffle(&r, order, (uint32_t)nunits);
         }
-        int64_t first = e == start / nunits ? start % nunits : 0;
-        for (int64_t lo = first; lo < nunits; lo += window) {
-            int n = (int)(nunits - lo < window ? nunits - lo : window);
-            // A shard keeps the records at global positions e x nunits + index
+        int64_t first = e == start / per_epoch ? start % per_epoch : 0;
+        for (int64_t lo = first; lo < per_epoch; lo += window) {
+            int n = (int)(per_epoch - lo < window ? per_epoch - lo : window);
+            // A shard keeps the records at global positions e x per_epoch + index
             // whose place in their run of shard_batch falls in its slice; the
             // draws below depend on (epoch, index) only, so every record is
             // the one a single process writes.
             for (int k = 0; k < n; k++)
-                mine[k] = !shard_count || ((e * (long long)nunits + lo + k) % shard_batch) /
+                mine[k] = !shard_count || ((e * (long long)per_epoch + lo + k) % shard_batch) /
                                               (shard_batch / shard_count) == shard_rank;
             // Read the window's cases in parallel; write them in order.
 #pragma omp parallel for schedule(dynamic, 1)
@@ -358,7 +371,10 @@ int main(int argc, char **argv)
     mts_writer_close(w);
     if (!quiet)
         fprintf(stderr, "pair-sample: %lld records (%lld per epoch x %lld epochs, from %lld) in %.1f s\n",
-                written, (long long)nunits, epochs, start, now_seconds() - t0);
+                written, (long long)per_epoch, epochs, start, now_seconds() - t0);
+    if (!quiet && per_epoch < nunits)
+        fprintf(stderr, "pair-sample: --drop-last: %lld of the %lld %s left out of each epoch (a different set "
+                "each epoch)\n", (long long)(nunits - per_epoch), (long long)nunits, unit_case ? "cases" : "images");
     free(fx);
     free(mine);
     free(order);

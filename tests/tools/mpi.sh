@@ -4,7 +4,10 @@
 # (weights, batch-norm statistics, optimiser state) as one plain process,
 # over shared memory and over TCP; a run on 2 ranks resumes on 4; bad
 # launches (a batch that does not split, ranks with other options or
-# other streams, a rank without its shard) fail with one clear message; a
+# other streams, a rank without its shard) fail with one clear message;
+# finetune over 1, 2 and 4 ranks gives the bytes of one process with
+# --micro-batch, and so does finetune-eval.sh --ranks 2; SIGTERM to
+# mpirun saves the last step, which resumes to the uninterrupted bytes; a
 # killed rank ends the run with a message, and the last checkpoint reads;
 # simclr.sh and micle.sh --ranks 2 give their one-process bytes.
 # Every mpirun runs under timeout.
@@ -38,6 +41,10 @@ export START=0 TAKE= AUG=7 EXTRA= EPOCHS=2
 cat > rank.sh <<'EOF'
 #!/usr/bin/env bash
 R=$OMPI_COMM_WORLD_RANK K=$OMPI_COMM_WORLD_SIZE
+# mpirun's SIGTERM reaches every process of the rank: this shell waits for
+# its pipeline (whose trainer saves) instead of dying at once, which mpirun
+# would answer with SIGKILL to all.
+trap : TERM INT
 aug=7 extra=()
 [ "$R" -eq 1 ] && aug=$AUG && extra=($EXTRA)
 shard=(--shard "$R/$K" --batch 16)
@@ -122,6 +129,107 @@ EPOCHS=4 START=$((${s:-0} * 16)) run 2 --mca btl self,vader ./rank.sh "${model[@
 cmp -s <(records plain4.ckpt) <(records sig.ckpt) && pass "resumed after SIGTERM: the bytes of the uninterrupted run" \
     || fail "resume after SIGTERM" "$(head_of sig.ckpt)" "$(tail -n 3 errsig2.txt)"
 
+# finetune: each rank's pair-sample --mode single --drop-last --shard R/K
+# | augment | finetune; the bytes of one plain process with --micro-batch.
+cat > frank.sh <<'EOF'
+#!/usr/bin/env bash
+R=$OMPI_COMM_WORLD_RANK K=$OMPI_COMM_WORLD_SIZE
+trap : TERM INT
+drop=(--drop-last); [ "${NODROP:-}" ] && drop=()
+pair-sample -q -m single -e "$EPOCHS" --seed 5 "${drop[@]}" --shard "$R/$K" --batch "$FBATCH" p.pack |
+    augment -q -T 1 --seed 7 --size 16 | { echo "$BASHPID" > "pid.$R"; exec finetune "$@"; }
+EOF
+chmod +x frank.sh
+frun() {
+    local k=$1; shift
+    timeout 120 mpirun "${root[@]}" --oversubscribe --bind-to none -x EPOCHS -x FBATCH -x NODROP \
+        --mca btl self,vader -np "$k" ./frank.sh "$@"
+}
+export FBATCH=16 EPOCHS=3 NODROP=
+pair-sample -q -m single --split test --no-shuffle p.pack | augment -q --eval --size 16 -o val.mts
+ft=(--random-init --model resnet18 --width 0.25 --stem small --batch 16 --lr 0.1 -T 1 --val val.mts -q)
+pair-sample -q -m single -e 3 --seed 5 --drop-last --batch 16 p.pack | augment -q -T 1 --seed 7 --size 16 \
+    | finetune "${ft[@]}" --micro-batch 2 --log ftplain.tsv -o ftplain.ckpt
+for k in 1 2 4; do
+    rm -f ft$k.tsv
+    frun $k "${ft[@]}" --log ft$k.tsv -o ft$k.ckpt 2> errft$k.txt
+    if [ -s ftplain.ckpt ] && cmp -s <(records ftplain.ckpt) <(records ft$k.ckpt) && cmp -s ftplain.tsv ft$k.tsv; then
+        pass "finetune under mpirun -np $k: the checkpoint and log of finetune --micro-batch 2"
+    else
+        fail "finetune -np $k" "$(head_of ftplain.ckpt) against $(head_of ft$k.ckpt)" "$(tail -n 3 errft$k.txt)"
+    fi
+done
+pair-sample -q -m single -e 3 --seed 5 --drop-last --batch 16 p.pack | augment -q -T 1 --seed 7 --size 16 \
+    | finetune "${ft[@]}" --linear --micro-batch 4 -o linplain.ckpt
+frun 2 "${ft[@]}" --linear --micro-batch 4 --check-ranks 1 -o lin2.ckpt 2> errlin.txt
+[ -s linplain.ckpt ] && cmp -s <(records linplain.ckpt) <(records lin2.ckpt) \
+    && pass "finetune --linear over 2 ranks (hashes compared every step): one process's bytes" \
+    || fail "finetune --linear -np 2" "$(tail -n 3 errlin.txt)"
+! cmp -s <(records linplain.ckpt) <(records ftplain.ckpt) \
+    && pass "finetune: the full and the linear run differ (the comparisons can fail)" || fail "full and linear differ"
+FBATCH=20 NODROP=1 check_fails "finetune over 2 ranks on epochs that are not whole batches: an error naming --drop-last" 1 \
+    "an epoch of 48 images is not whole batches of 20: under mpirun every batch is full \(feed pair-sample --drop-last --batch 20\)" \
+    frun 2 "${ft[@]}" --batch 20 -o bad.ckpt
+[ "$(grep -c 'not whole batches' "$T/err")" -eq 1 ] && pass "said once, by rank 0" || fail "said once" "$(cat "$T/err")"
+check_fails "finetune: --batch 18 over 4 ranks" 2 "--batch 18 over 4 ranks: the batch must be a multiple of the ranks" \
+    frun 4 "${ft[@]}" --batch 18 -o bad.ckpt
+# finetune-eval.sh --ranks 2 against one process on whole batches.
+P=$top/pipelines
+"$P/finetune-eval.sh" --epochs 2 --batch 16 --size 16 --val none --drop-last --bootstrap 10 p.pack --random-init fe1 \
+    -- -q --model resnet18 --width 0.25 --stem small --micro-batch 2 2> errfe1.txt
+timeout 120 "$P/finetune-eval.sh" --ranks 2 --mpirun "--oversubscribe --bind-to none --mca btl self,vader" --epochs 2 \
+    --batch 16 --size 16 --val none --bootstrap 10 p.pack --random-init fe2 -- -q --model resnet18 --width 0.25 \
+    --stem small 2> errfe2.txt
+if [ -s fe1/finetune.ckpt ] && cmp -s <(records fe1/finetune.ckpt) <(records fe2/finetune.ckpt) \
+    && cmp -s fe1/test.json fe2/test.json; then
+    pass "finetune-eval.sh --ranks 2: the checkpoint and test report of one process"
+else
+    fail "finetune-eval.sh --ranks 2" "$(tail -n 3 errfe1.txt errfe2.txt)"
+fi
+
+# SIGTERM to mpirun (what Ctrl-C or a batch system's kill does): mpirun
+# passes SIGTERM on to every rank's processes, and SIGKILL a second later
+# (odls_base_sigkill_timeout); the trainers stop after the same step and
+# rank 0 saves it.
+# term_mpirun PID: once both ranks' trainers have run for a second,
+# SIGTERM to the mpirun under the background job PID (run's subshell, then
+# timeout).
+term_mpirun() {
+    for _ in $(seq 600); do
+        [ -s pid.0 ] && [ -s pid.1 ] && break
+        sleep 0.1
+    done
+    sleep 1
+    kill -TERM "$(pgrep -x mpirun -P "$(pgrep -x timeout -P "$1")")"
+}
+rm -f pid.* mterm.ckpt
+EPOCHS=40 run 2 --mca btl self,vader ./rank.sh "${model[@]}" "${train[@]}" -o mterm.ckpt 2> errmterm.txt &
+mpirun_pid=$!
+term_mpirun $mpirun_pid
+wait $mpirun_pid; rc=$?
+s=$(head_of mterm.ckpt | grep -o 'step=[0-9]*' | cut -d= -f2)
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ -n "$s" ] && [ "$s" -gt 0 ] && [ "$s" -lt 120 ] \
+    && pass "SIGTERM to mpirun: ntxent-step's rank 0 saves step $s of 120 and the run ends (status $rc)" \
+    || fail "SIGTERM to mpirun" "status $rc, step '$s'" "$(grep -v '^--' errmterm.txt | tail -n 4)"
+# The uninterrupted run to step s + 2, and the interrupted one resumed for 2 steps.
+pair-sample -q -m simclr -e 40 --seed 5 p.pack | augment -q -T 1 --seed 7 --size 16 --area 0.3,1 \
+    | mts cat -n $(( (${s:-0} + 2) * 16 )) | ntxent-step "${model[@]}" "${train[@]}" -o plain40.ckpt 2> /dev/null
+EPOCHS=40 START=$((${s:-0} * 16)) TAKE=16 run 2 --mca btl self,vader ./rank.sh "${model[@]}" "${train[@]}" \
+    --resume mterm.ckpt -o mterm.ckpt 2> errmterm2.txt
+[ -n "$s" ] && cmp -s <(records plain40.ckpt) <(records mterm.ckpt) \
+    && pass "resumed after SIGTERM to mpirun: the bytes of the uninterrupted run" \
+    || fail "resume after SIGTERM to mpirun" "$(head_of plain40.ckpt) against $(head_of mterm.ckpt)" \
+            "$(tail -n 3 errmterm2.txt)"
+rm -f pid.* fterm.ckpt
+EPOCHS=400 frun 2 "${ft[@]}" -o fterm.ckpt 2> errfterm.txt &
+mpirun_pid=$!
+term_mpirun $mpirun_pid
+wait $mpirun_pid; rc=$?
+s=$(head_of fterm.ckpt | grep -o 'step=[0-9]*' | cut -d= -f2)
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ -n "$s" ] && [ "$s" -lt 1200 ] \
+    && grep -q "^finetune: stopped by a signal at step [0-9]*; fterm.ckpt holds the best epoch so far" errfterm.txt && pass "SIGTERM to mpirun: finetune's rank 0 keeps its best epoch (step $s) and the run ends (status $rc)" \
+    || fail "SIGTERM to mpirun (finetune)" "status $rc, step '$s'" "$(grep -v '^--' errfterm.txt | tail -n 4)"
+
 # Bad launches.
 check_fails "--batch 15 over 2 ranks: a usage error" 2 "--batch 15 over 2 ranks: the batch must be a multiple" \
     run 2 ntxent-step "${model[@]}" --batch 15 -o bad.ckpt
@@ -134,9 +242,6 @@ AUG=8 check_fails "a rank with another stream (augment's seed)" 1 "rank 1: its s
     run 2 ./rank.sh "${model[@]}" "${train[@]}" -o bad.ckpt
 NOSHARD=1 check_fails "ranks fed whole streams" 1 "rank [01] of 2, batch 16, reads a whole stream: feed it pair-sample --shard [01]/2 --batch 16" \
     run 2 -x NOSHARD ./rank.sh "${model[@]}" "${train[@]}" -o bad.ckpt
-check_fails "finetune over 2 ranks is refused, once" 2 "^finetune: usage: finetune does not train over several ranks yet" \
-    run 2 finetune --random-init -o bad.ckpt
-[ "$(grep -c 'does not train over several ranks' "$T/err")" -eq 1 ] && pass "finetune: said once" || fail "finetune said once"
 [ ! -e bad.ckpt ] && pass "no checkpoint from a bad launch" || fail "bad launch wrote bad.ckpt"
 
 # A killed rank: rank 1's trainer gets SIGKILL during a long run that saves

@@ -83,6 +83,26 @@ check_fails "--shard 2/2: no such rank" 2 "--shard R" pair-sample --shard 2/2 --
 check_fails "--batch 6 over 4 shards" 2 "batch of 6 does not split into 4" pair-sample --shard 0/4 --batch 6 s.pack
 check_fails "--shard 1-2" 2 "is not R/K" pair-sample --shard 1-2 --batch 8 s.pack
 
+# --drop-last --batch 10: each epoch keeps the first 40 of its 48 records,
+# as drawn without it; shards and --start count in that shorter epoch.
+fields a.mts | awk '(NR - 1) % 48 < 40' > kept.txt
+pair-sample -q -m micle -e 3 --seed 7 --drop-last --batch 10 s.pack > dl.mts
+[ "$(fields dl.mts)" = "$(cat kept.txt)" ] && pass "--drop-last --batch 10: the first 40 records of every epoch of 48" \
+    || fail "drop-last" "$(fields dl.mts | wc -l) records"
+grep -q 'pairs_per_epoch=40 ' <<<"$(mts show dl.mts | head -1)" && pass "--drop-last: the header's pairs_per_epoch is 40" \
+    || fail "drop-last header" "$(mts show dl.mts | head -1)"
+for r in 0 1; do
+    pair-sample -q -m micle -e 3 --seed 7 --drop-last --shard $r/2 --batch 10 s.pack | fields > "dl$r.txt"
+done
+[ "$(deal 2 5 dl0.txt dl1.txt)" = "$(cat kept.txt)" ] && pass "--drop-last --shard R/2: the slices give the --drop-last stream" \
+    || fail "drop-last shards"
+[ "$(pair-sample -q -m micle -e 3 --seed 7 --drop-last --batch 10 --start 50 s.pack | fields)" = "$(tail -n +51 kept.txt)" ] \
+    && pass "--drop-last --start 50: the records after the first 50 of the shorter epochs" || fail "drop-last start"
+check_fails "--drop-last without --batch" 2 "--drop-last needs --batch" pair-sample --drop-last s.pack
+check_fails "--drop-last: an epoch shorter than a batch" 1 "120 images, fewer than one batch of 200" \
+    pair-sample -m simclr --drop-last --batch 200 s.pack
+check_fails "--batch alone" 2 "give --shard R/K or --drop-last too" pair-sample --batch 8 s.pack
+
 # Label fractions: stratified by class, nested across fractions.
 lf() { pair-sample -q -m single -f "$1" --label-seed 5 s.pack | mts show --no-stats | awk '$2 == "record" { print $3 }' | sort -u; }
 s10=$(lf 0.1); s50=$(lf 0.5)

@@ -281,7 +281,7 @@ TEST(softmax_xent_values_and_gradient)
     // Equal logits: loss log C; the first largest logit wins, so label 0 counts.
     float zeros[2 * C] = {0}, g[N * C];
     int labels0[2] = {0, 3}, correct;
-    EXPECT_CLOSE(softmax_xent(zeros, labels0, 2, C, g, &correct), log(C), 0, LOSS_RTOL);
+    EXPECT_CLOSE(softmax_xent(zeros, labels0, 2, C, 2, g, &correct), log(C), 0, LOSS_RTOL);
     EXPECT(correct == 1);
     EXPECT_CLOSE(g[0], (1.0 / C - 1) / 2, 1e-7, 0);
     EXPECT_CLOSE(g[1], 1.0 / C / 2, 1e-7, 0);
@@ -294,7 +294,7 @@ TEST(softmax_xent_values_and_gradient)
         labels[i] = (int)rng_below(&r, C);
     double *xd = to_double(x, N * C);
     xent_args a = {labels, NULL, N, C};
-    EXPECT_CLOSE(softmax_xent(x, labels, N, C, g, NULL), softmax_objective(xd, &a), 0, LOSS_RTOL);
+    EXPECT_CLOSE(softmax_xent(x, labels, N, C, N, g, NULL), softmax_objective(xd, &a), 0, LOSS_RTOL);
     double *fd = finite_differences(softmax_objective, xd, N * C, &a);
     EXPECT_GRAD_CLOSE(g, fd, N * C, GRAD_TOL);
     free(fd), free(xd);
@@ -302,7 +302,7 @@ TEST(softmax_xent_values_and_gradient)
     // Logits of +-1000 overflow a naive exp; the loss is the margin.
     float big[2 * 2] = {1000, -1000, 1000, -1000};
     int big_labels[2] = {0, 1};
-    EXPECT_CLOSE(softmax_xent(big, big_labels, 2, 2, g, &correct), 1000, 0, LOSS_RTOL);
+    EXPECT_CLOSE(softmax_xent(big, big_labels, 2, 2, 2, g, &correct), 1000, 0, LOSS_RTOL);
     EXPECT(correct == 1);
     EXPECT_CLOSE(g[2], 0.5, 1e-9, 0);
     EXPECT_CLOSE(g[3], -0.5, 1e-9, 0);
@@ -312,7 +312,7 @@ TEST(sigmoid_bce_values_and_gradient)
 {
     enum { N = 5, C = 4 };
     float zero[2] = {0, 0}, half[2] = {1, 0}, g[N * C];
-    EXPECT_CLOSE(sigmoid_bce(zero, half, 1, 2, g), log(2.0), 0, LOSS_RTOL);
+    EXPECT_CLOSE(sigmoid_bce(zero, half, 1, 2, 1, g), log(2.0), 0, LOSS_RTOL);
     EXPECT_CLOSE(g[0], -0.25, 1e-9, 0);  // (1/2 - 1) / 2
     EXPECT_CLOSE(g[1], 0.25, 1e-9, 0);
 
@@ -323,18 +323,48 @@ TEST(sigmoid_bce_values_and_gradient)
         t[k] = rng_uniform(&r) < 0.3f;
     double *xd = to_double(x, N * C), *td = to_double(t, N * C);
     xent_args a = {NULL, td, N, C};
-    EXPECT_CLOSE(sigmoid_bce(x, t, N, C, g), bce_objective(xd, &a), 0, LOSS_RTOL);
+    EXPECT_CLOSE(sigmoid_bce(x, t, N, C, N, g), bce_objective(xd, &a), 0, LOSS_RTOL);
     double *fd = finite_differences(bce_objective, xd, N * C, &a);
     EXPECT_GRAD_CLOSE(g, fd, N * C, GRAD_TOL);
     free(fd), free(xd), free(td);
 
     // Saturated logits: right answers cost e^-100, wrong ones 100.
     float sat[4] = {100, -100, 100, -100}, tgt[4] = {1, 0, 0, 1};
-    EXPECT_CLOSE(sigmoid_bce(sat, tgt, 1, 4, g), (2 * exp(-100.0) + 2 * (100 + exp(-100.0))) / 4, 0,
+    EXPECT_CLOSE(sigmoid_bce(sat, tgt, 1, 4, 1, g), (2 * exp(-100.0) + 2 * (100 + exp(-100.0))) / 4, 0,
                  LOSS_RTOL);
     EXPECT_CLOSE(g[0], 0, 1e-30, 0);
     EXPECT_CLOSE(g[2], 0.25, 1e-9, 0);
     EXPECT_CLOSE(g[3], -0.25, 1e-9, 0);
+}
+
+// A batch cut into shares (micro-batches, ranks) with total = the batch:
+// each share's gradient rows are the whole batch's, bit for bit, and the
+// shares' values add up to its mean.
+TEST(xent_and_bce_over_shares_of_a_batch)
+{
+    enum { N = 12, C = 3, SHARE = 4 };
+    rng_t r = rng_make(6, 0, 0, 0);
+    float x[N * C], t[N * C], g_all[N * C], g_share[N * C];
+    int labels[N], right_all, right, right_sum = 0;
+    fill_normal(&r, x, N * C, 2.0f);
+    for (int i = 0; i < N; i++)
+        labels[i] = (int)rng_below(&r, C);
+    for (int k = 0; k < N * C; k++)
+        t[k] = rng_uniform(&r) < 0.4f;
+    double whole = softmax_xent(x, labels, N, C, N, g_all, &right_all), sum = 0;
+    for (int s = 0; s < N; s += SHARE) {
+        sum += softmax_xent(x + s * C, labels + s, SHARE, C, N, g_share + s * C, &right);
+        right_sum += right;
+    }
+    EXPECT(memcmp(g_all, g_share, sizeof g_all) == 0);
+    EXPECT_CLOSE(sum, whole, 0, 1e-14);
+    EXPECT(right_sum == right_all);
+    whole = sigmoid_bce(x, t, N, C, N, g_all);
+    sum = 0;
+    for (int s = 0; s < N; s += SHARE)
+        sum += sigmoid_bce(x + s * C, t + s * C, SHARE, C, N, g_share + s * C);
+    EXPECT(memcmp(g_all, g_share, sizeof g_all) == 0);
+    EXPECT_CLOSE(sum, whole, 0, 1e-14);
 }
 
 // ---- InfoNCE against a queue ------------------------------------------------------
@@ -474,7 +504,7 @@ TEST(torch_parity)
                 labels[i] = (int)label_f[i];
             float *g = xmalloc(n * sizeof(float));
             int correct;
-            EXPECT_CLOSE(softmax_xent(x, labels, rows, classes, g, &correct), want_loss, 0,
+            EXPECT_CLOSE(softmax_xent(x, labels, rows, classes, rows, g, &correct), want_loss, 0,
                          LOSS_RTOL);
             EXPECT_GRAD_CLOSE(g, want, n, GRAD_TOL);
             EXPECT(correct == mts_req_int(r, &f, "correct"));
@@ -488,7 +518,7 @@ TEST(torch_parity)
             float *t = fixture_f32(r, &f, "targets", &nt);
             double *want = fixture_f64(r, &f, "dlogits", &n_grad);
             float *g = xmalloc(n * sizeof(float));
-            EXPECT_CLOSE(sigmoid_bce(x, t, (int)xt.shape[0], (int)xt.shape[1], g), want_loss, 0,
+            EXPECT_CLOSE(sigmoid_bce(x, t, (int)xt.shape[0], (int)xt.shape[1], (int)xt.shape[0], g), want_loss, 0,
                          LOSS_RTOL);
             EXPECT_GRAD_CLOSE(g, want, n, GRAD_TOL);
             free(x), free(t), free(want), free(g);
@@ -528,6 +558,7 @@ int main(void)
     RUN(ntxent_zero_row_is_finite);
     RUN(softmax_xent_values_and_gradient);
     RUN(sigmoid_bce_values_and_gradient);
+    RUN(xent_and_bce_over_shares_of_a_batch);
     RUN(mse_values_and_gradient);
     RUN(infonce_queue_gradient_vs_finite_differences);
     RUN(torch_parity);
