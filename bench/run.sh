@@ -508,11 +508,28 @@ done
     echo
 } >> "$details"
 
+# --- 9. Many processes (bench/scaling.sh) ------------------------------------------
+if [ $quick = 0 ] && command -v mpirun > /dev/null; then
+    say "scaling over 2 ranks (bench/scaling.sh 3)"
+    if "$root/bench/scaling.sh" 3 > "$dir/scaling.md" 2> "$dir/scaling.err"; then
+        {
+            echo "## 9. Many processes: 1 rank x 1 thread against 2 ranks x 1 thread (bench/scaling.sh 3)"
+            echo
+            echo "One SimCLR step with micro-batches (as ntxent-step takes them), build/bench/simclr_step under mpirun -np 2 --bind-to core, at the same global batch; 3 interleaved rounds. Issue 17's target: at least 90% efficiency."
+            echo
+            cat "$dir/scaling.md"
+            echo
+        } >> "$details"
+    else
+        { echo "## 9. Many processes"; echo; echo "bench/scaling.sh failed: $(tail -n 3 "$dir/scaling.err")"; echo; } >> "$details"
+    fi
+fi
+
 # --- The report -------------------------------------------------------------------
 {
     echo "# medssl benchmarks against the peers"
     echo
-    echo "$started, $(lscpu | sed -n 's/^Model name: *//p'), $cores cores, load average at start $load_start (at the end $(cut -d' ' -f1-3 /proc/loadavg)); medssl $(git -C "$root" describe --always --dirty 2> /dev/null || echo '(no git)')$([ $quick = 1 ] && echo '; --quick: small sizes, not comparable with a full run')."
+    echo "$started, $(lscpu | sed -n 's/^Model name: *//p') (family $(sed -n 's/^cpu family[[:space:]]*: //p' /proc/cpuinfo | head -n 1), model $(sed -n 's/^model[[:space:]]*: //p' /proc/cpuinfo | head -n 1); $(grep -q avx512f /proc/cpuinfo && echo AVX-512 || echo 'AVX2, no AVX-512')$(grep -q amx_tile /proc/cpuinfo && echo ', AMX')), $cores cores, load average at start $load_start (at the end $(cut -d' ' -f1-3 /proc/loadavg)); medssl $(git -C "$root" describe --always --dirty 2> /dev/null || echo '(no git)')$([ $quick = 1 ] && echo '; --quick: small sizes, not comparable with a full run')."
     echo
     echo "Ratio: the peer's time over ours (our rate over the peer's), so above 1 we are faster; **bold** below 1. The load column is the 1-minute load average when the row was measured (the machine is shared). Each side in its own default environment: the peers without any setting of ours (no OMP_WAIT_POLICY, MEDSSL_*), PyTorch with torch.set_num_threads(cores) only; our tools as they run by default (the pipelines set OMP_WAIT_POLICY=passive themselves)."
     echo

@@ -25,7 +25,8 @@
 static int rank_, size_ = 1;
 static bool active;
 static char description[200];
-static double mpi_seconds, convert_seconds;
+static double mpi_seconds, convert_seconds, gather_seconds, f64_seconds, f32_seconds;
+static long long mpi_calls, mpi_bytes;
 
 // mpirun (Open MPI's, or a PMIx or PMI launcher) marks the processes it starts.
 static bool launched_by_mpirun(void)
@@ -96,7 +97,9 @@ void dist_allgather(const void *mine, size_t bytes, void *all)
             die("mpi", "all-gather of %zu bytes: above MPI's int count", bytes);
         double t0 = now_seconds();
         check(MPI_Allgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, MPI_COMM_WORLD), "all-gather");
+        mpi_calls++, mpi_bytes += (long long)bytes;
         mpi_seconds += now_seconds() - t0;
+        gather_seconds += now_seconds() - t0;
         return;
     }
 #endif
@@ -110,6 +113,7 @@ void dist_max_int(int *v, int n)
     if (active) {
         double t0 = now_seconds();
         check(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT, MPI_MAX, MPI_COMM_WORLD), "all-reduce (max)");
+        mpi_calls++, mpi_bytes += (long long)n * (long long)sizeof(int);
         mpi_seconds += now_seconds() - t0;
     }
 #else
@@ -125,6 +129,7 @@ void dist_sum_i64(int64_t *v, size_t n)
     for (size_t lo = 0; active && lo < n; lo += (size_t)1 << 30) {
         size_t k = n - lo < ((size_t)1 << 30) ? n - lo : (size_t)1 << 30;
         check(MPI_Allreduce(MPI_IN_PLACE, v + lo, (int)k, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD), "all-reduce (sum)");
+        mpi_calls++, mpi_bytes += (long long)(k * sizeof(int64_t));
     }
     if (active)
         mpi_seconds += now_seconds() - t0;
@@ -259,12 +264,20 @@ void dist_sum_f64(const double *parts, int nparts, size_t n, size_t group, doubl
             out[i] = v;
         }
     convert_seconds += now_seconds() - t0 - (mpi_seconds - mpi0);
+    f64_seconds += mpi_seconds - mpi0;
 }
 
 void dist_times(double *mpi, double *convert)
 {
     *mpi = mpi_seconds;
     *convert = convert_seconds;
+}
+
+dist_mpi_split dist_mpi_times(void)
+{
+    return (dist_mpi_split){.gather = gather_seconds, .sum_f64 = f64_seconds, .sum_f32 = f32_seconds,
+                            .other = mpi_seconds - gather_seconds - f64_seconds - f32_seconds,
+                            .calls = mpi_calls, .bytes = mpi_bytes};
 }
 
 // The same for one float tensor, in straight loops (a model's weight
@@ -291,6 +304,7 @@ void dist_sum_f32_add(const float *parts, int nparts, size_t n, float *out)
         for (size_t i = 0; i < n; i++)
             out[i] += e == EXP_ZERO ? 0 : NAN;
         convert_seconds += now_seconds() - t0 - (mpi_seconds - mpi0);
+        f32_seconds += mpi_seconds - mpi0;
         return;
     }
     reserve(1, n);
@@ -308,6 +322,7 @@ void dist_sum_f32_add(const float *parts, int nparts, size_t n, float *out)
     for (size_t i = 0; i < n; i++)
         out[i] += (float)((double)acc[i] * unscale);
     convert_seconds += now_seconds() - t0 - (mpi_seconds - mpi0);
+    f32_seconds += mpi_seconds - mpi0;
 }
 
 uint64_t dist_hash(uint64_t h, const void *bytes, size_t len)

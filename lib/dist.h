@@ -61,6 +61,16 @@ void dist_sum_f32_add(const float *parts, int nparts, size_t n, float *out);
 // Seconds since dist_init spent in MPI calls (moving data and waiting for
 // the other ranks) and in dist_sum_*'s conversions to and from fixed point.
 void dist_times(double *mpi_seconds, double *convert_seconds);
+// The MPI seconds by what they carried: all-gathers (the projections),
+// dist_sum_f64's (a batch norm's channel sums), dist_sum_f32_add's (weight
+// gradients) and the rest (flags, counts, hashes); and the collective
+// calls made and the bytes this rank handed to them (an all-gather's own
+// share, an all-reduce's whole vector), since dist_init.
+typedef struct {
+    double gather, sum_f64, sum_f32, other;
+    long long calls, bytes;
+} dist_mpi_split;
+dist_mpi_split dist_mpi_times(void);
 
 // FNV-1a over bytes, chained from h (start with DIST_HASH_INIT): what the
 // ranks compare to find one started with other options or another stream.
