@@ -10,7 +10,7 @@
 PREFIX   ?= /usr/local
 include mk/flags.mk
 
-LIB_SRC   = $(wildcard lib/*.c)
+LIB_SRC   = $(wildcard lib/*/*.c)
 LIB_OBJ   = $(LIB_SRC:%.c=build/%.o)
 TOOL_SRC  = $(wildcard tools/*.c)
 TOOLS     = $(TOOL_SRC:tools/%.c=bin/%)
@@ -24,11 +24,11 @@ BENCHES   = $(BENCH_SRC:bench/%.c=build/bench/%)
 LIBA      = build/libmedssl.a
 DEPS_OK   = build/.deps-build
 # make check installs its packages (Open MPI among them) before it compiles,
-# so that lib/dist.c is built with the MPI the tests then run.
+# so that lib/numerics/dist.c is built with the MPI the tests then run.
 ifneq ($(filter check,$(MAKECMDGOALS)),)
 DEPS_OK   = build/.deps-check
 endif
-# Built with MPI or without: lib/dist.o follows when that changes.
+# Built with MPI or without: lib/numerics/dist.o follows when that changes.
 MPI_STAMP = build/.mpi-$(HAVE_MPI)
 
 .PHONY: all deps check demo bench install clean
@@ -49,7 +49,7 @@ $(MPI_STAMP):
 	@mkdir -p build
 	@rm -f build/.mpi-*
 	@touch $@
-build/lib/dist.o: $(MPI_STAMP)
+build/lib/numerics/dist.o: $(MPI_STAMP)
 
 build/%.o: %.c $(DEPS_OK)
 	@mkdir -p $(dir $@)
@@ -100,7 +100,7 @@ install: $(TOOLS) $(LIBA)
 	    $(DESTDIR)$(PREFIX)/share/medssl/pipelines
 	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin
 	install -m 644 $(LIBA) $(DESTDIR)$(PREFIX)/lib
-	install -m 644 lib/*.h $(DESTDIR)$(PREFIX)/include/medssl
+	install -m 644 lib/*/*.h $(DESTDIR)$(PREFIX)/include/medssl
 	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 644 man/*.7 $(DESTDIR)$(PREFIX)/share/man/man7
@@ -108,7 +108,7 @@ install: $(TOOLS) $(LIBA)
 	install -m 644 pipelines/common.bash $(DESTDIR)$(PREFIX)/share/medssl/pipelines
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@BLIS_LIB@|$(BLIS_LIB)|g' -e 's|@PKGS@|$(PKGS) $(MPI_PKG)|' \
-	    -e "s|@VERSION@|$$(sed -n 's/^#define MEDSSL_VERSION "\(.*\)"/\1/p' lib/cli.h)|" \
+	    -e "s|@VERSION@|$$(sed -n 's/^#define MEDSSL_VERSION "\(.*\)"/\1/p' lib/base/cli.h)|" \
 	    mk/medssl.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/medssl.pc
 
 clean:

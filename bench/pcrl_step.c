@@ -1,5 +1,5 @@
 // pcrl_step: the time of one PCRL training step through the library, as
-// pcrl-step runs it (lib/pcrl.h): the student (encoder + 2-layer head of
+// pcrl-step runs it (lib/training/pcrl.h): the student (encoder + 2-layer head of
 // width 128) on the N views a, the momentum teacher on the N views b,
 // InfoNCE against a queue of 16384 keys (tau 0.2), the decoder's three
 // reconstructions (ordinary, momentum, hybrid) with their MSEs, backward

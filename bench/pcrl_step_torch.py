@@ -7,7 +7,7 @@ pcrl.py and models/pcrl_model.py) and MoCo's.
                        [--channels 3] [--size 224] [--pairs 8]
                        [--warmup 2] [--steps 5] [--threads 2]
 
-The step, as lib/pcrl.h's: the student (torchvision-layout ResNet + a
+The step, as lib/training/pcrl.h's: the student (torchvision-layout ResNet + a
 2-layer projection head of width 128 with batch norm) on the N views a, the
 momentum teacher (a deepcopy, no_grad, training-mode batch norm) on the N
 views b; InfoNCE of the normalised projections against a queue of 16384

@@ -67,7 +67,7 @@ fi
 # Why a row was below 1 when last analysed (2026-12-04, AMD EPYC with AVX2),
 # shown with its profile when it still is: the profile is measured afresh,
 # the analysis is not.
-step_reason="Since 2026-12-04 the 3x3 convolutions run as direct convolutions (lib/conv.h: padded rows on
+step_reason="Since 2026-12-04 the 3x3 convolutions run as direct convolutions (lib/numerics/conv.h: padded rows on
 maps 16 or more wide, channels last below and for strided convs; register-blocked AVX-512/AVX2 kernels),
 139-183 GFLOP/s per layer on model (c) against 81-104 for im2col + GEMM, with SGEMM at 135-171 on the
 same two threads.  What still runs as im2col + GEMM is ResNet-50's 1x1 convs (most of its FLOPs), the
@@ -288,7 +288,7 @@ step_row 2c simclr "ResNet-18 small stem ×0.5, 1×32×32, N=$c_pairs" --depth 1
     --size 32 --pairs "$c_pairs"
 step_row 2d simclr "ResNet-18, 3×${d_size}×${d_size}, N=$d_pairs" --depth 18 --width 1 --stem large --channels 3 \
     --size "$d_size" --pairs "$d_pairs"
-# PCRL (lib/pcrl.h against bench/pcrl_step_torch.py): the official setting
+# PCRL (lib/training/pcrl.h against bench/pcrl_step_torch.py): the official setting
 # (ResNet-18 on 224 images) and the experiment's model.
 step_row 2e pcrl "ResNet-18 + decoder, 3×${a_size}×${a_size}, N=$e_pairs" --depth 18 --width 1 --stem large \
     --channels 3 --size "$a_size" --pairs "$e_pairs"

@@ -71,7 +71,7 @@ done
 # Weak scaling: every rank is a node like this one (1 process x 2 threads,
 # its step time t measured above) holding the same local batch, so the
 # global batch grows with K.  Per step each rank hands S bytes to C
-# collectives (counted by lib/dist.c in the 2-rank runs; the vectors are
+# collectives (counted by lib/numerics/dist.c in the 2-rank runs; the vectors are
 # whole, so S and C do not depend on K).  Assumed: an all-reduce of n bytes
 # costs 2(K-1)/K n/BW + 2 log2(K) alpha (Rabenseifner / ring), with alpha
 # 25 us at 10 Gbit/s (TCP over Ethernet) and 3 us at 100 Gbit/s (RDMA);

@@ -16,15 +16,17 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 # Open MPI, when installed (libopenmpi-dev: pkg-config's ompi-c, else mpicc):
-# lib/dist.c then joins mpirun's jobs; without it every tool is one process.
-# Linked as needed: only the tools that call lib/dist.h load libmpi.
+# lib/numerics/dist.c then joins mpirun's jobs; without it every tool is one process.
+# Linked as needed: only the tools that call lib/numerics/dist.h load libmpi.
 MPI_PKG    = $(shell pkg-config --exists ompi-c 2>/dev/null && echo ompi-c)
 MPI_CFLAGS = $(if $(MPI_PKG),$(shell pkg-config --cflags ompi-c),$(shell mpicc --showme:compile 2>/dev/null))
 MPI_LIBS   = $(if $(MPI_PKG),$(shell pkg-config --libs ompi-c),$(shell mpicc --showme:link 2>/dev/null))
 HAVE_MPI   = $(if $(MPI_PKG)$(MPI_LIBS),1,0)
 
+# The library's layers (lib/LAYER/*.h), included by bare name.
+LIB_DIRS   = base io numerics models training
 ALL_CFLAGS = -std=c17 -D_GNU_SOURCE -Wall -Wextra -fopenmp -MMD -MP \
-             -I$(TOP)/lib -isystem $(BLIS_INC) $(PKG_CFLAGS) -DMEDSSL_MPI=$(HAVE_MPI) $(MPI_CFLAGS) $(CFLAGS)
+             $(LIB_DIRS:%=-I$(TOP)/lib/%) -isystem $(BLIS_INC) $(PKG_CFLAGS) -DMEDSSL_MPI=$(HAVE_MPI) $(MPI_CFLAGS) $(CFLAGS)
 ALL_LDLIBS = $(PKG_LIBS) -Wl,--as-needed $(MPI_LIBS) -Wl,--no-as-needed -L$(BLIS_LIB) -Wl,-rpath,$(BLIS_LIB) -lblis \
              -fopenmp -lpthread -lm $(LDLIBS)
 

@@ -1,6 +1,6 @@
 // auc: ROC AUC per class and their mean, top-1/top-3 accuracy, bootstrap
 // confidence intervals and ROC curves, from a stream of scores with labels
-// (see auc(1)).  The numbers come from lib/metrics; this file reads the
+// (see auc(1)).  The numbers come from lib/training/metrics; this file reads the
 // records, checks them, and writes the report.
 #include <errno.h>
 #include <getopt.h>

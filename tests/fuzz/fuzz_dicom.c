@@ -1,4 +1,4 @@
-// Fuzz target: the DICOM reader (lib/dicom.c: the element walker, the meta
+// Fuzz target: the DICOM reader (lib/io/dicom.c: the element walker, the meta
 // group, deflate, sequences, encapsulated pixel data and frames, RLE, and
 // the JPEG, JPEG-LS and JPEG 2000 libraries through our glue), then the
 // same file through image_load_file as case-pack reads it (rescale, window,

@@ -1,4 +1,4 @@
-// dicomvals: the stored values of a DICOM file's frames, as lib/dicom.c
+// dicomvals: the stored values of a DICOM file's frames, as lib/io/dicom.c
 // decodes them, for comparison with pydicom's pixel_array (the fixture
 // written by tests/pydicom/make_dicom_fixtures.py).
 //

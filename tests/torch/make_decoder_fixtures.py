@@ -19,10 +19,10 @@ with the inputs, every weight, the output, the loss and the gradients of the
 loss with respect to x, skip, code and every weight.  `make check` composes
 the same block from lib/ (decoder_block_torch_parity in tests/unit/test_layers.c).
 
-It also writes outdir/unet.mts: the whole decoder of lib/unet.h (five such
+It also writes outdir/unet.mts: the whole decoder of lib/models/unet.h (five such
 blocks over a ResNet-18's bottleneck and stage maps, the gate on the
 bottleneck, a 3x3 head with bias and a sigmoid) for a small and a large
-stem, with its weights under lib/unet.h's names, the inputs, the output
+stem, with its weights under lib/models/unet.h's names, the inputs, the output
 and the gradients of sum(r * output) with respect to the bottleneck, the
 skips, the code and every weight (tests/unit/test_unet.c).
 The inputs come from a fixed seed: running the script again writes the same
@@ -80,7 +80,7 @@ def case(name, n, c, h, w, skip_ch, mid, out_ch, hidden, seed):
 
 
 def unet_case(name, stem, width, h, n, seed, alpha=None):
-    """lib/unet.h's decoder over ResNet-18 at this width and stem, for h x h images;
+    """lib/models/unet.h's decoder over ResNet-18 at this width and stem, for h x h images;
     with alpha, PCRL's hybrid context: alpha A + (1 - alpha) B of two inputs, each
     bottleneck gated by its own code (B's maps get no gradient)."""
     g = torch.Generator().manual_seed(seed)

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Writes the PyTorch parity fixtures of lib/loss and lib/optim.
+"""Writes the PyTorch parity fixtures of lib/training/loss and lib/training/optim.
 
     /usr/bin/python3 tests/torch/make_loss_fixtures.py [outdir]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Writes the PyTorch parity fixture of lib/resnet.
+"""Writes the PyTorch parity fixture of lib/models/resnet.
 
     /usr/bin/python3 tests/torch/make_resnet_fixtures.py [outdir]
 
@@ -189,7 +189,7 @@ STAGE_TENSOR = 2000   # r of stage s is tensor 2000 + s
 def stage_step(model, x):
     """Training-mode forward; backward of sum(r f) plus sum(r_s stage_s) over
     the stem's output before the max pool and layer1..layer4's outputs (the
-    maps a U-Net decoder reads, lib/resnet.h's stages 0-4)."""
+    maps a U-Net decoder reads, lib/models/resnet.h's stages 0-4)."""
     model.train()
     s0 = model.relu(model.bn1(model.conv1(x)))
     stages = [s0]

@@ -1,4 +1,4 @@
-// Tests of lib/imgops and lib/augment: resampling against hand-made
+// Tests of lib/io/imgops and lib/training/augment: resampling against hand-made
 // references, flips, rotation, colour operations against a textbook HSV
 // round trip, blur against a direct 2-D convolution, u16 sources, and the
 // statistics of the random choices (crop area and aspect, flip, jitter,

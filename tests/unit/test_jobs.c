@@ -1,4 +1,4 @@
-// Tests of lib/jobs: every job of every batch runs exactly once, on a
+// Tests of lib/numerics/jobs: every job of every batch runs exactly once, on a
 // worker number below the thread count, and the caller may do other work
 // between submitting and waiting.
 #include "jobs.h"

@@ -1,4 +1,4 @@
-// Tests of lib/knn: hand cases (the temperature-weighted vote against a
+// Tests of lib/training/knn: hand cases (the temperature-weighted vote against a
 // plain majority, ties of similarity broken by bank index, ties of score by
 // class index, a bank smaller than k), normalisation, and against a brute
 // force reference (double similarities, a full sort, votes summed anew) on

@@ -1,4 +1,4 @@
-// Tests of lib/loss: hand-computed values, gradients against central finite
+// Tests of lib/training/loss: hand-computed values, gradients against central finite
 // differences of independent double-precision references, the multi-process
 // shares of NT-Xent, thread-count independence, and parity with PyTorch 1.13
 // through tests/fixtures/loss.mts (written by tests/torch/make_loss_fixtures.py;

@@ -1,4 +1,4 @@
-// Tests of lib/metrics: AUC on hand cases (ties, perfect, reversed, the two
+// Tests of lib/training/metrics: AUC on hand cases (ties, perfect, reversed, the two
 // zeros), against the O(n^2) pair count on random data, weights as repeated
 // rows, ROC points and area, top-k credit with ties, quantiles, the bootstrap
 // (independent of the thread count) and the per-case mean.

@@ -1,5 +1,5 @@
-// Tests of lib/model (head and classifier gradients through the whole
-// model, against finite differences) and lib/ckpt (round trips, partial
+// Tests of lib/models/model (head and classifier gradients through the whole
+// model, against finite differences) and lib/io/ckpt (round trips, partial
 // loads, mismatches, truncation).
 #include <omp.h>
 #include <string.h>

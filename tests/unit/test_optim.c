@@ -1,4 +1,4 @@
-// Tests of lib/optim: hand-computed updates of SGD, LARS and AdamW, frozen
+// Tests of lib/training/optim: hand-computed updates of SGD, LARS and AdamW, frozen
 // and no_decay parameters, state listing and restoring, thread-count
 // independence, and parity over five steps with torch.optim.SGD and
 // torch.optim.AdamW and with a numpy transcription of SimCLR's LARS, through

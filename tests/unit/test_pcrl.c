@@ -1,4 +1,4 @@
-// PCRL step tests (lib/pcrl): the whole loss's gradients (contrast and the
+// PCRL step tests (lib/training/pcrl): the whole loss's gradients (contrast and the
 // three reconstructions, through the decoder into the student's stage maps)
 // against central differences, for both contrasts; the queue; the teacher's
 // momentum update; the same bytes on 1 and 2 threads.  The decoder alone is

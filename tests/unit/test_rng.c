@@ -1,4 +1,4 @@
-// Tests of lib/rng: Philox4x32-10 known answers, stream layout, uniform and
+// Tests of lib/numerics/rng: Philox4x32-10 known answers, stream layout, uniform and
 // normal moments, unbiased bounded integers, permutations, save/restore.
 #include "rng.h"
 

@@ -1,6 +1,6 @@
-// Tests of lib/safetensors (the exact layout written, round trips, dtype
+// Tests of lib/io/safetensors (the exact layout written, round trips, dtype
 // conversions, every malformed header refused with its message) and of
-// safetensors in lib/ckpt (the model read off the names and shapes, exact
+// safetensors in lib/io/ckpt (the model read off the names and shapes, exact
 // round trips, mismatches named, conv1 summed for a grey model), and
 // models written by PyTorch (tests/torch/make_safetensors_fixtures.py)
 // giving PyTorch's outputs in eval and training mode.

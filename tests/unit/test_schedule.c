@@ -1,4 +1,4 @@
-// Tests of lib/schedule against values worked out by hand from SimCLR's
+// Tests of lib/training/schedule against values worked out by hand from SimCLR's
 // model_util.learning_rate_schedule and get_train_steps.
 #include "schedule.h"
 

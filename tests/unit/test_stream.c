@@ -1,4 +1,4 @@
-// Tests of lib/stream: round trips, compression, concatenation, truncation
+// Tests of lib/io/stream: round trips, compression, concatenation, truncation
 // at every byte, malformed tensors and hostile sizes.
 #include <errno.h>
 #include <fcntl.h>

@@ -12,7 +12,7 @@
 // VOI LUT.  Pixel data is native or encapsulated (a basic
 // offset table, then fragments, mapped to frames).
 //
-// Strictness, as lib/stream.c: every length is checked against the bytes
+// Strictness, as lib/io/stream.c: every length is checked against the bytes
 // present (and counts against limits) before anything is allocated or read;
 // a malformed file gives false with "byte N, tag (GGGG,EEEE): what" in err
 // ("inflated byte N" inside a deflated data set).
@@ -20,7 +20,7 @@
 // Frames decode to the stored values, planar (samples, rows, columns) int32,
 // masked to BitsStored and sign-extended when PixelRepresentation is 1:
 // native, RLE Lossless (our decoder), lossless JPEG (process 14: our
-// decoder, lib/ljpeg.h), JPEG baseline and 8-bit extended (libjpeg-turbo:
+// decoder, lib/io/ljpeg.h), JPEG baseline and 8-bit extended (libjpeg-turbo:
 // its output is RGB), JPEG-LS (CharLS), JPEG 2000 (OpenJPEG, which applies
 // the codestream's colour transform).  12-bit JPEG is refused with a
 // conversion command: Debian 12's libjpeg-turbo 2.1 decodes 8-bit lossy

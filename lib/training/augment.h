@@ -10,7 +10,7 @@
 //               the thread or the order in which views are rendered;
 //   aug_render  applies them: crop + resize (+ rotation, flips) straight
 //               from the u8/u16 source to S x S floats in [0, 1], then
-//               colour jitter, greyscale, blur, noise (lib/imgops.h).
+//               colour jitter, greyscale, blur, noise (lib/io/imgops.h).
 // The semantics are SimCLR's (TF simclr data_util.py, v2 brightness); the
 // crop box is drawn as torchvision's RandomResizedCrop draws it (area
 // uniform, aspect ratio log-uniform) with SimCLR's 100 attempts; see

@@ -11,7 +11,7 @@
 // corrupt data refused); PNG, WebP, GIF, TIFF (8/16-bit, grey/RGB,
 // multi-page) and CMYK JPEG by libvips, which refuses damaged data too
 // (fail_on=error) and whose warnings go to the thread's libmsg capture.
-// DICOM files are ours (lib/dicom.h): one instance per frame, the stored
+// DICOM files are ours (lib/io/dicom.h): one instance per frame, the stored
 // values rescaled, windowed (WINDOW_DICOM: the file's window) and
 // MONOCHROME1 inverted, in that order, at full size; then resized as JPEG
 // photographs are (img_crop_resize).  8-bit sources go through
