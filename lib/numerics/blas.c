@@ -18,6 +18,7 @@
 #define MEDSSL_X86 1
 #endif
 
+#include "cpu.h"
 #include "util.h"
 
 // One kernel set: its name (as MEDSSL_BLIS_ARCH spells it and as BLIS
@@ -142,13 +143,15 @@ const char *blas_available_archs(void)
 static const arch_entry *auto_choice(void)
 {
     // Candidates in order of preference; the first that this BLIS has and
-    // this CPU runs wins.  AVX-512 (any vendor) gets skx.  With AVX2, AMD
-    // parts get the zen set of their generation (BLIS's own table would
-    // send an unknown family to 'generic'), Intel parts get haswell.
+    // this CPU runs wins.  AVX-512 gets skx, but on Zen 4 (cpu.h), where
+    // zen3's AVX2 kernels are faster.  With AVX2, AMD parts get the zen set
+    // of their generation (BLIS's own table would send an unknown family to
+    // 'generic'), Intel parts get haswell.
     arch_t order[8];
     int n = 0;
 #ifdef MEDSSL_X86
-    order[n++] = BLIS_ARCH_SKX;
+    if (!cpu_avx512_halved())
+        order[n++] = BLIS_ARCH_SKX;
     unsigned eax, ebx, ecx, edx;
     if (__builtin_cpu_is("amd") && __get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
         unsigned family = ((eax >> 8) & 0xf) + ((eax >> 20) & 0xff);

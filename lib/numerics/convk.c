@@ -2,7 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
-
+#include "cpu.h"
 #include "util.h"
 
 static bool cpu_runs(const convk *k)
@@ -43,7 +43,7 @@ const convk *convk_selected(void)
     const char *want = getenv("MEDSSL_CONV_KERNELS");
     if (!want || !*want || strcmp(want, "auto") == 0) {
         for (size_t i = 0; i < sizeof sets / sizeof *sets && !chosen; i++)
-            if (cpu_runs(sets[i]))
+            if (cpu_runs(sets[i]) && !(sets[i] == &convk_avx512 && cpu_avx512_halved()))
                 chosen = sets[i];
         return chosen;
     }

@@ -10,9 +10,14 @@
 // outputs that fall in the padding columns are computed and dropped).
 //
 // Environment:
-//   MEDSSL_CONV_KERNELS  auto (the default): the widest set this CPU runs;
-//                        avx512, avx2 or generic: that set (an error when
-//                        this CPU cannot run it).
+//   MEDSSL_CONV_KERNELS  auto (the default): the widest set this CPU runs,
+//                        but avx2 on AMD's family 19h (Zen 4), whose
+//                        AVX-512 units are 256 bits wide: there the avx2
+//                        set ran steps (a) and (c) of make bench 8-10%
+//                        faster and (d) 0-10% (2026-12-04, EPYC family 25
+//                        model 17; Zen 5, family 1Ah, keeps avx512,
+//                        unmeasured); avx512, avx2 or generic: that set (an
+//                        error when this CPU cannot run it).
 #ifndef MEDSSL_CONVK_H
 #define MEDSSL_CONVK_H
 

@@ -13,6 +13,7 @@
 // so what is left is f32 rounding: at most 6e-7 of the largest entry in
 // these cases, against tolerances of 1e-5.  A wrong stride, a lost term or
 // a padding off by one gives errors of the order of a whole entry.
+#include <cpuid.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 #include "conv.h"
 #include "conv_direct.h"
 #include "convk.h"
+#include "cpu.h"
 #include "linear.h"
 #include "loss.h"
 #include "pool.h"
@@ -1315,15 +1317,29 @@ static int child_conv_kernels(const char *value, char *out, size_t size)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
+// The CPU's family (CPUID leaf 1, with the extended family).
+static unsigned cpu_family(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return 0;
+    unsigned family = (a >> 8) & 0xf;
+    return family == 0xf ? family + ((a >> 20) & 0xff) : family;
+}
+
 TEST(conv_kernels_chosen_by_name)
 {
     char out[512];
     EXPECT(child_conv_kernels("generic", out, sizeof out) == 0 && strcmp(out, "generic\n") == 0);
     EXPECT(child_conv_kernels("auto", out, sizeof out) == 0);
-    const char *widest = __builtin_cpu_supports("avx512f") ? "avx512\n"
+    // The widest set, but avx2 on AMD family 19h (Zen 4's AVX-512 is two
+    // 256-bit halves).
+    bool zen4 = __builtin_cpu_is("amd") && cpu_family() == 0x19;
+    const char *widest = __builtin_cpu_supports("avx512f") && !zen4 ? "avx512\n"
                          : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? "avx2\n"
                                                                                            : "generic\n";
     EXPECT_MSG(strcmp(out, widest) == 0, "auto chose %s", out);
+    EXPECT(cpu_avx512_halved() == zen4);
     EXPECT(child_conv_kernels("sse9", out, sizeof out) == 1);
     EXPECT_MSG(strstr(out, "MEDSSL_CONV_KERNELS=sse9: no such kernel set (kernel sets: auto avx512 avx2 generic)"),
                "got: %s", out);
