@@ -173,6 +173,39 @@ FBATCH=20 NODROP=1 check_fails "finetune over 2 ranks on epochs that are not who
 [ "$(grep -c 'not whole batches' "$T/err")" -eq 1 ] && pass "said once, by rank 0" || fail "said once" "$(cat "$T/err")"
 check_fails "finetune: --batch 18 over 4 ranks" 2 "--batch 18 over 4 ranks: the batch must be a multiple of the ranks" \
     frun 4 "${ft[@]}" --batch 18 -o bad.ckpt
+# Multi-label fine-tuning (sigmoid BCE over the global batch) over 2 ranks.
+"$PY" - <<'PYEOF'
+import random
+from PIL import Image
+random.seed(3)
+rows = ["case,path,findings,split"]
+for i in range(40):
+    img = Image.new("L", (16, 16))
+    img.putdata([random.randrange(256) for _ in range(256)])
+    img.save(f"ml{i}.png")
+    f = ";".join(n for n, p in (("edema", i % 2), ("effusion", i % 3 == 0)) if p)
+    rows.append(f"c{i},ml{i}.png,{f},{'test' if i % 5 == 4 else 'train'}")
+open("ml.csv", "w").write("\n".join(rows) + "\n")
+PYEOF
+case-pack -q -o ml.pack --size 16 --label-col findings --multilabel ml.csv
+cat > mlrank.sh <<'EOF2'
+#!/usr/bin/env bash
+trap : TERM INT
+R=$OMPI_COMM_WORLD_RANK K=$OMPI_COMM_WORLD_SIZE
+pair-sample -q -m single -e 3 --seed 5 --drop-last --shard "$R/$K" --batch 8 ml.pack |
+    augment -q -T 1 --seed 7 --size 16 | finetune "$@"
+EOF2
+chmod +x mlrank.sh
+mlft=(--random-init --model resnet18 --width 0.25 --stem small --batch 8 --lr 0.1 -T 1 -q)
+pair-sample -q -m single -e 3 --seed 5 --drop-last --batch 8 ml.pack | augment -q -T 1 --seed 7 --size 16 \
+    | finetune "${mlft[@]}" --micro-batch 1 -o mlplain.ckpt
+timeout 120 mpirun "${root[@]}" --oversubscribe --bind-to none --mca btl self,vader -np 2 ./mlrank.sh "${mlft[@]}" \
+    -o ml2.ckpt 2> errml.txt
+[ -s mlplain.ckpt ] && cmp -s <(records mlplain.ckpt) <(records ml2.ckpt) \
+    && grep -q 'task="multilabel"' <<<"$(mts show -n 0 ml2.ckpt | head -1)" \
+    && pass "multi-label finetune over 2 ranks: the bytes of one process with --micro-batch 1" \
+    || fail "multi-label finetune -np 2" "$(tail -n 3 errml.txt)"
+
 # finetune-eval.sh --ranks 2 against one process on whole batches.
 P=$top/pipelines
 "$P/finetune-eval.sh" --epochs 2 --batch 16 --size 16 --val none --drop-last --bootstrap 10 p.pack --random-init fe1 \
