@@ -513,12 +513,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "finetune: kept epoch %lld (val %s %.4f)\n", (long long)best_epoch,
                     lb.multilabel ? "mean AUC" : "accuracy", best_metric);
     }
-    if (!co.quiet && dist_active()) {
-        double mpi, convert;
-        dist_times(&mpi, &convert);
-        fprintf(stderr, "finetune: rank 0 of %d: %.2f s in MPI (data and waiting), %.2f s converting to and from "
-                "fixed point, of %.2f s\n", K, mpi, convert, now_seconds() - t0);
-    }
+    train_report_mpi(now_seconds() - t0, co.quiet);
     if (log && fclose(log) != 0)
         die(log_path, "write error: %s", strerror(errno));
     free(x);

@@ -303,12 +303,7 @@ int main(int argc, char **argv)
                     2.0 * po.batch * (double)(step - first_step) / (now_seconds() - t_start), po.output);
     }
     monitor_finish(&mon, now_seconds() - t_start, co.quiet);
-    if (!co.quiet && dist_active()) {
-        double mpi, convert, total = now_seconds() - t_start;
-        dist_times(&mpi, &convert);
-        fprintf(stderr, "ntxent-step: rank 0 of %d: %.2f s in MPI (data and waiting), %.2f s converting to and from "
-                "fixed point, of %.2f s\n", K, mpi, convert, total);
-    }
+    train_report_mpi(now_seconds() - t_start, co.quiet);
     if (log && fclose(log) != 0)
         die(po.log_path, "write error: %s", strerror(errno));
     free(ck_argv);

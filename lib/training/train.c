@@ -645,3 +645,13 @@ void train_check_split(int batch, int micro, const char *unit)
                        "%d (--micro-batch): give a --micro-batch that divides %d", batch, K, local, unit, micro,
                        local);
 }
+
+void train_report_mpi(double run_seconds, bool quiet)
+{
+    if (quiet || !dist_active())
+        return;
+    double mpi, convert;
+    dist_times(&mpi, &convert);
+    fprintf(stderr, "%s: rank 0 of %d: %.2f s in MPI (data and waiting), %.2f s converting to and from fixed point, "
+            "of %.2f s\n", util_progname(), dist_size(), mpi, convert, run_seconds);
+}

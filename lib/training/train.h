@@ -190,6 +190,9 @@ int train_default_micro(int batch);
 // Checks that `batch` splits over the ranks into whole micro-batches; says
 // (once) what to give instead.  `unit`: "pairs" or "images".
 void train_check_split(int batch, int micro, const char *unit);
+// Under mpirun, unless quiet: rank 0's last line, the seconds of the run
+// spent in MPI and in the exact sums' conversions.
+void train_report_mpi(double run_seconds, bool quiet);
 
 // ---- the kNN monitor (ntxent-step --monitor) ------------------------------------
 //

@@ -136,13 +136,13 @@ cat > frank.sh <<'EOF'
 R=$OMPI_COMM_WORLD_RANK K=$OMPI_COMM_WORLD_SIZE
 trap : TERM INT
 drop=(--drop-last); [ "${NODROP:-}" ] && drop=()
-pair-sample -q -m single -e "$EPOCHS" --seed 5 "${drop[@]}" --shard "$R/$K" --batch "$FBATCH" p.pack |
+pair-sample -q -m single -e "$EPOCHS" --seed 5 "${drop[@]}" --shard "$R/$K" --batch "$FBATCH" "${PACK:-p.pack}" |
     augment -q -T 1 --seed 7 --size 16 | { echo "$BASHPID" > "pid.$R"; exec finetune "$@"; }
 EOF
 chmod +x frank.sh
 frun() {
     local k=$1; shift
-    timeout 120 mpirun "${root[@]}" --oversubscribe --bind-to none -x EPOCHS -x FBATCH -x NODROP \
+    timeout 120 mpirun "${root[@]}" --oversubscribe --bind-to none -x EPOCHS -x FBATCH -x NODROP -x PACK \
         --mca btl self,vader -np "$k" ./frank.sh "$@"
 }
 export FBATCH=16 EPOCHS=3 NODROP=
@@ -188,19 +188,10 @@ for i in range(40):
 open("ml.csv", "w").write("\n".join(rows) + "\n")
 PYEOF
 case-pack -q -o ml.pack --size 16 --label-col findings --multilabel ml.csv
-cat > mlrank.sh <<'EOF2'
-#!/usr/bin/env bash
-trap : TERM INT
-R=$OMPI_COMM_WORLD_RANK K=$OMPI_COMM_WORLD_SIZE
-pair-sample -q -m single -e 3 --seed 5 --drop-last --shard "$R/$K" --batch 8 ml.pack |
-    augment -q -T 1 --seed 7 --size 16 | finetune "$@"
-EOF2
-chmod +x mlrank.sh
 mlft=(--random-init --model resnet18 --width 0.25 --stem small --batch 8 --lr 0.1 -T 1 -q)
 pair-sample -q -m single -e 3 --seed 5 --drop-last --batch 8 ml.pack | augment -q -T 1 --seed 7 --size 16 \
     | finetune "${mlft[@]}" --micro-batch 1 -o mlplain.ckpt
-timeout 120 mpirun "${root[@]}" --oversubscribe --bind-to none --mca btl self,vader -np 2 ./mlrank.sh "${mlft[@]}" \
-    -o ml2.ckpt 2> errml.txt
+PACK=ml.pack FBATCH=8 frun 2 "${mlft[@]}" -o ml2.ckpt 2> errml.txt
 [ -s mlplain.ckpt ] && cmp -s <(records mlplain.ckpt) <(records ml2.ckpt) \
     && grep -q 'task="multilabel"' <<<"$(mts show -n 0 ml2.ckpt | head -1)" \
     && pass "multi-label finetune over 2 ranks: the bytes of one process with --micro-batch 1" \
